@@ -1,0 +1,54 @@
+# The two commands a newcomer runs: `make up` (set up and serve the whole stack) and
+# `make test` (set up and run the tests). Both create .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+INSTALLED := $(VENV)/.genserve-installed
+PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
+PROTO_OUT := services/genserve/v1/.generated
+
+.PHONY: up test install protos generate models lint typecheck bench clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel on this disk; anything else pulls a CUDA build.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+# Generated protobuf/gRPC modules and their typed stubs; never edited by hand.
+$(PROTO_OUT): $(PROTO_SRC) $(INSTALLED)
+	$(MAKE) --no-print-directory generate
+	touch $@
+
+# Runs protoc with the Python in $(BIN) (the Dockerfile calls it with BIN=/usr/local/bin).
+generate:
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos \
+		--python_out=services --grpc_python_out=services \
+		--mypy_out=services --mypy_grpc_out=services $(PROTO_SRC)
+
+install: $(INSTALLED) $(PROTO_OUT)
+
+protos: $(PROTO_OUT)
+
+models: install
+	$(BIN)/genserve models prepare
+
+up: models
+	$(BIN)/genserve up
+
+lint: install
+	$(BIN)/ruff check services tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+bench: models
+	$(BIN)/python bench/text_throughput.py
+
+clean:
+	rm -rf $(VENV) var services/genserve/v1/*_pb2*.py* $(PROTO_OUT)

@@ -1,0 +1,91 @@
+"""The `genserve` command: serve roles, run the whole stack, train models, call the gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genserve.commands.client import client_app
+from genserve.commands.models import models_app
+from genserve.commands.serve import serve
+from genserve.commands.train import train_app
+from genserve.commands.up import up
+
+app = typer.Typer(
+    help="genserve: model-serving microservices for generative deep learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(up)
+app.command()(serve)
+app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
+app.add_typer(client_app, name="client")
+
+
+@app.command()
+def config(
+    readme: Annotated[
+        Path | None, typer.Option(help="Rewrite the table in this README instead of printing it.")
+    ] = None,
+) -> None:
+    """Print every environment variable the processes read, as the README's table."""
+    from genserve.common.config import markdown_table
+
+    if readme is None:
+        typer.echo(markdown_table())
+        return
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- config-table", "<!-- /config-table -->"
+    head, _, rest = text.partition(start)
+    if end not in rest:
+        raise typer.BadParameter(f"{readme} has no {start} ... {end} block")
+    _, _, tail = rest.partition(end)
+    marker = rest.split("\n", 1)[0]
+    readme.write_text(f"{head}{start}{marker}\n{markdown_table()}\n{end}{tail}", encoding="utf-8")
+
+
+@app.command()
+def health(
+    address: str = typer.Option("127.0.0.1:50051", help="host:port of any genserve process."),
+    service: str = typer.Option("", help="Service name; empty = the whole server."),
+    timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
+) -> None:
+    """Exit 0 when the server reports SERVING (for container health checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            typer.echo(f"{address}: {error.code().name}: {error.details()}", err=True)
+            raise typer.Exit(1) from None
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    typer.echo(f"{address}: {status}")
+    raise typer.Exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+
+
+def main() -> None:
+    """Entry point: known failures print one line, not a traceback."""
+    import sys
+
+    from genserve.common.config import ConfigError
+    from genserve.common.errors import GenserveError
+    from genserve.common.model_store import ModelStoreError
+    from genserve.common.packages import PackageFetchError
+    from genserve.common.processes import RedisNotFound, StartError
+
+    try:
+        app()
+    except (ConfigError, GenserveError, ModelStoreError, PackageFetchError, RedisNotFound, StartError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

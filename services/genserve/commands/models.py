@@ -1,0 +1,55 @@
+"""`genserve models ...`: inspect and prepare the model store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+models_app = typer.Typer(help="Inspect and prepare the model store.", no_args_is_help=True)
+
+StoreOption = Annotated[Path, typer.Option(envvar="GENSERVE_MODEL_STORE", help="Model store folder.")]
+
+
+@models_app.command("list")
+def list_models(store: StoreOption = Path("model_store")) -> None:
+    """Every model in the manifest with its metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from genserve.common.model_store import ModelStore
+
+    table = Table("name", "family", "architecture", "parameters", "file", "metrics")
+    for entry in ModelStore(store).entries().values():
+        metrics = ", ".join(f"{k}={v}" for k, v in entry.metrics.items())
+        table.add_row(entry.name, entry.family, entry.architecture, f"{entry.parameter_count:,}", entry.file, metrics)
+    Console().print(table)
+
+
+@models_app.command("verify")
+def verify(store: StoreOption = Path("model_store")) -> None:
+    """Check that every weight file exists and matches its manifest sha256."""
+    from genserve.common.model_store import ModelStore, ModelStoreError
+
+    model_store = ModelStore(store)
+    entries = model_store.entries()
+    if not entries:
+        typer.echo(f"error: {model_store.manifest_path} lists no models", err=True)
+        raise typer.Exit(1)
+    failures = 0
+    for entry in entries.values():
+        try:
+            model_store.verified_path(entry)
+            typer.echo(f"ok      {entry.name} ({entry.file})")
+        except ModelStoreError as error:
+            failures += 1
+            typer.echo(f"FAILED  {error}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@models_app.command("prepare")
+def prepare(store: StoreOption = Path("model_store")) -> None:
+    """Everything the services need before they start: verify the committed weights."""
+    verify(store)

@@ -1,0 +1,61 @@
+"""`genserve serve ROLE`: run one process of the stack (what each container runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+
+class RoleName(StrEnum):
+    gateway = "gateway"
+    text = "text"
+
+
+def serve(
+    role: Annotated[RoleName, typer.Argument(help="Which process to run.")],
+    grpc_port: Annotated[
+        int | None, typer.Option(help="gRPC port (default: GENSERVE_<ROLE>_PORT); 0 = any free port.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="/metrics port (default: GENSERVE_<ROLE>_METRICS_PORT).")
+    ] = None,
+) -> None:
+    """Serve one role until SIGTERM/SIGINT (health turns NOT_SERVING, calls drain, then exit)."""
+    from genserve.common.config import (
+        GatewaySettings,
+        ModelSettings,
+        PortSettings,
+        ServerSettings,
+        TextSettings,
+        from_env,
+    )
+    from genserve.common.metrics import Metrics
+    from genserve.common.server import Role, configure_logging, serve_until_signalled
+
+    server_settings = from_env(ServerSettings)
+    ports = from_env(PortSettings)
+    configure_logging(server_settings.log_level)
+    metrics = Metrics()
+    instance: Role
+    if role is RoleName.text:
+        from genserve.text.role import TextRole
+
+        instance = TextRole(from_env(ModelSettings), from_env(TextSettings), metrics)
+        default_port, default_metrics = ports.text_port, ports.text_metrics_port
+    else:
+        from genserve.gateway.role import GatewayRole
+
+        instance = GatewayRole(server_settings, from_env(GatewaySettings), metrics)
+        default_port, default_metrics = ports.gateway_port, ports.gateway_metrics_port
+    asyncio.run(
+        serve_until_signalled(
+            instance,
+            server_settings,
+            default_port if grpc_port is None else grpc_port,
+            metrics,
+            default_metrics if metrics_port is None else metrics_port,
+        )
+    )

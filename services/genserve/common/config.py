@@ -1,0 +1,220 @@
+"""Typed settings read from environment variables, parsed once in each role's `main()`.
+
+Every field is declared with `setting(env=..., help=...)`; the README's configuration table is
+generated from these declarations (`genserve config`) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def setting(env: str, default: Any, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+def _parse(raw: str, kind: Any, env: str) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{env}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
+    """Build settings `cls` from `environ` (default os.environ); keyword overrides win."""
+    environ = os.environ if environ is None else environ
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        env = item.metadata.get("env")
+        if item.name in overrides:
+            values[item.name] = overrides[item.name]
+        elif env and env in environ:
+            values[item.name] = _parse(environ[env], hints[item.name], env)
+    return cls(**values)
+
+
+def describe(cls: type) -> list[tuple[str, str, str]]:
+    """(variable, default, help) for each setting of `cls`."""
+    rows = []
+    for item in dataclasses.fields(cls):
+        if "env" in item.metadata:
+            default = item.default
+            shown = "" if default in ("", None) else str(default)
+            rows.append((item.metadata["env"], shown, item.metadata["help"]))
+    return rows
+
+
+# --- the settings of each role --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every gRPC process shares: where it listens and how it shuts down."""
+
+    host: str = setting("GENSERVE_HOST", "127.0.0.1", "Address every server binds to (0.0.0.0 in containers).")
+    max_message_bytes: int = setting(
+        "GENSERVE_MAX_MESSAGE_BYTES",
+        16 * 1024 * 1024,
+        "Largest gRPC message accepted or sent, in bytes (images travel inside messages).",
+    )
+    shutdown_notice_seconds: float = setting(
+        "GENSERVE_SHUTDOWN_NOTICE_SECONDS",
+        2.0,
+        "On SIGTERM: health turns NOT_SERVING and new calls are still accepted this long, "
+        "so load balancers stop routing here first.",
+    )
+    shutdown_grace_seconds: float = setting(
+        "GENSERVE_SHUTDOWN_GRACE_SECONDS",
+        10.0,
+        "Then new calls are refused and in-flight calls get this long to finish.",
+    )
+    log_level: str = setting("GENSERVE_LOG_LEVEL", "INFO", "Python logging level.")
+
+
+@dataclass(frozen=True)
+class PortSettings:
+    """Fixed ports of each role, so the roles find each other without discovery."""
+
+    gateway_port: int = setting("GENSERVE_GATEWAY_PORT", 50051, "Gateway gRPC port: the public endpoint.")
+    gateway_metrics_port: int = setting("GENSERVE_GATEWAY_METRICS_PORT", 9451, "Gateway /metrics port.")
+    text_port: int = setting("GENSERVE_TEXT_PORT", 50061, "Text service gRPC port.")
+    text_metrics_port: int = setting("GENSERVE_TEXT_METRICS_PORT", 9461, "Text service /metrics port.")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where models come from and what they run on."""
+
+    model_store: Path = setting(
+        "GENSERVE_MODEL_STORE", Path("model_store"), "Model store folder (manifest.json + weights)."
+    )
+    device: str = setting("GENSERVE_DEVICE", "auto", "auto (CUDA when present, else CPU), cpu or cuda[:n].")
+    torch_threads: int = setting("GENSERVE_TORCH_THREADS", 0, "Torch intra-op threads per process (0 = one per core).")
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """Limits and batching of the text service."""
+
+    models: str = setting(
+        "GENSERVE_TEXT_MODELS",
+        "",
+        "Comma-separated text models to load (empty = every text model in the store).",
+    )
+    default_model: str = setting(
+        "GENSERVE_TEXT_DEFAULT_MODEL",
+        "",
+        "Model used when a request names none (empty = lowest validation loss).",
+    )
+    max_tokens: int = setting("GENSERVE_TEXT_MAX_TOKENS", 2048, "Cap on max_tokens per completion.")
+    default_max_tokens: int = setting("GENSERVE_TEXT_DEFAULT_MAX_TOKENS", 200, "max_tokens when a request leaves it 0.")
+    max_prompt_chars: int = setting("GENSERVE_TEXT_MAX_PROMPT_CHARS", 8192, "Longest prompt accepted, in characters.")
+    max_completions: int = setting(
+        "GENSERVE_TEXT_MAX_COMPLETIONS", 16, "Cap on completions per request (n × number of temperatures)."
+    )
+    max_batch: int = setting("GENSERVE_TEXT_MAX_BATCH", 64, "Most sequences decoded together in one forward step.")
+    onednn_min_batch: int = setting(
+        "GENSERVE_TEXT_ONEDNN_MIN_BATCH",
+        0,
+        "Decoding steps over at least this many sequences use oneDNN kernels (0 = never: plain ATen "
+        "was faster at every batch size on the CPUs measured; prompts use oneDNN regardless).",
+    )
+    stream_flush_ms: float = setting(
+        "GENSERVE_TEXT_STREAM_FLUSH_MS",
+        16.0,
+        "A stream sends a completion's new tokens at most this often (one display frame); the first "
+        "and last at once. 0 = every token in its own message, at a large cost in CPU per token.",
+    )
+    stream_max_messages: float = setting(
+        "GENSERVE_TEXT_STREAM_MAX_MESSAGES",
+        500.0,
+        "Messages per second all streams of a model share: with N streams each flushes at most every "
+        "N/this seconds (if longer than the flush interval), so sending never starves decoding. 0 = no budget.",
+    )
+    max_waiting: int = setting(
+        "GENSERVE_TEXT_MAX_WAITING",
+        512,
+        "Most completions waiting for a batch slot; beyond it requests get RESOURCE_EXHAUSTED.",
+    )
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Authentication, limits and routing of the public endpoint."""
+
+    api_keys: str = setting(
+        "GENSERVE_API_KEYS",
+        "",
+        "Comma-separated API keys, each `key` or `name:key`. Empty = no authentication (logged as a warning).",
+    )
+    text_addr: str = setting("GENSERVE_TEXT_ADDR", "127.0.0.1:50061", "host:port of the text service.")
+    default_deadline_seconds: float = setting(
+        "GENSERVE_DEFAULT_DEADLINE_SECONDS", 300.0, "Deadline given to calls that arrive without one."
+    )
+    max_deadline_seconds: float = setting(
+        "GENSERVE_MAX_DEADLINE_SECONDS", 3600.0, "Longer client deadlines are shortened to this."
+    )
+    max_concurrent_calls: int = setting(
+        "GENSERVE_GATEWAY_MAX_CONCURRENT",
+        1024,
+        "Most calls in flight through the gateway; beyond it RESOURCE_EXHAUSTED.",
+    )
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """`genserve up`: the local stack and its private Redis."""
+
+    redis_url: str = setting(
+        "REDIS_URL", "", "Use this Redis instead of starting a private one (redis://host:port/db)."
+    )
+    var_dir: Path = setting("GENSERVE_VAR_DIR", Path("var"), "Runtime data: Redis AOF, logs, caches.")
+    start_timeout_seconds: float = setting(
+        "GENSERVE_START_TIMEOUT_SECONDS",
+        180.0,
+        "How long `genserve up` waits for every service to report SERVING.",
+    )
+
+
+ALL_SETTINGS: tuple[type, ...] = (
+    ServerSettings,
+    PortSettings,
+    ModelSettings,
+    TextSettings,
+    GatewaySettings,
+    StackSettings,
+)
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for cls in ALL_SETTINGS:
+        for env, default, text in describe(cls):
+            lines.append(f"| `{env}` | {f'`{default}`' if default else ''} | {text} |")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Prometheus metrics of every process, in one place.
+
+Names: `genserve_` + what + base unit, `_total` on counters. Labels are limited to service,
+method, code and model (never prompts, keys or job ids). A `Metrics` object is built once per
+process on a registry; tests pass a fresh `CollectorRegistry()`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+# Request latency: milliseconds for a token-sized call up to ten minutes for a long stream.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+# Decoding-step time: sub-millisecond (batch 1) to tens of milliseconds (large batches).
+STEP_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 256)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "genserve_requests_total",
+            "RPCs finished, by final status code.",
+            ["service", "method", "code"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "genserve_request_seconds",
+            "RPC duration from arrival to final status.",
+            ["service", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "genserve_requests_in_flight",
+            "RPCs being handled now.",
+            ["service", "method"],
+            registry=registry,
+        )
+        # Text generation.
+        self.tokens_generated = Counter(
+            "genserve_tokens_generated_total",
+            "Tokens sampled.",
+            ["model"],
+            registry=registry,
+        )
+        self.text_active_sequences = Gauge(
+            "genserve_text_active_sequences",
+            "Sequences in the running decode batch.",
+            ["model"],
+            registry=registry,
+        )
+        self.text_waiting_sequences = Gauge(
+            "genserve_text_waiting_sequences",
+            "Sequences waiting for a batch slot.",
+            ["model"],
+            registry=registry,
+        )
+        self.text_step_seconds = Histogram(
+            "genserve_text_step_seconds",
+            "Time of one decoding step over the whole batch.",
+            ["model"],
+            buckets=STEP_BUCKETS,
+            registry=registry,
+        )
+        self.text_batch_size = Histogram(
+            "genserve_text_batch_size",
+            "Sequences decoded per step.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.text_time_to_first_token_seconds = Histogram(
+            "genserve_text_time_to_first_token_seconds",
+            "From admission to the first sampled token.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # Gateway.
+        self.auth_failures = Counter(
+            "genserve_auth_failures_total",
+            "Calls refused by authentication.",
+            ["reason"],
+            registry=registry,
+        )
+        self.backend_errors = Counter(
+            "genserve_backend_errors_total",
+            "Backend calls that ended in a transport-level error.",
+            ["backend", "code"],
+            registry=registry,
+        )
+
+    def init_service(self, service: str, methods: list[str]) -> None:
+        """Create each method's OK series at 0, so dashboards see them before traffic."""
+        for method in methods:
+            self.requests.labels(service, method, "OK")
+            self.request_seconds.labels(service, method)
+            self.in_flight.labels(service, method)
+
+    def init_model(self, model: str) -> None:
+        for metric in (
+            self.tokens_generated,
+            self.text_active_sequences,
+            self.text_waiting_sequences,
+            self.text_step_seconds,
+            self.text_batch_size,
+            self.text_time_to_first_token_seconds,
+        ):
+            metric.labels(model)
+
+    def serve_http(self, host: str, port: int) -> None:
+        """Expose /metrics over HTTP on (host, port), in a daemon thread."""
+        start_http_server(port, addr=host, registry=self.registry)

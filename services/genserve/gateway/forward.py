@@ -1,0 +1,113 @@
+"""Forwarding public RPCs to the backend that serves them, without re-encoding messages.
+
+A forwarded call passes the serialized request and responses through as bytes (the gateway
+holds no model and needs no fields), carries the caller's principal, the deadline (the client's,
+or the default, capped at the maximum) and cancellation on to the backend, and turns transport
+failures into UNAVAILABLE naming the backend. Statuses a backend sets itself pass through as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from genserve.common.config import GatewaySettings, ServerSettings
+from genserve.common.errors import RemoteError
+from genserve.common.metrics import Metrics
+from genserve.common.server import channel_options
+from genserve.gateway.auth import PRINCIPAL_HEADER, current_principal
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    """One backend service: its address and a shared channel to it."""
+
+    def __init__(self, name: str, address: str, server_settings: ServerSettings) -> None:
+        self.name = name
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=channel_options(server_settings))
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class CallPolicy:
+    """Deadline and metadata of calls from the gateway to a backend."""
+
+    def __init__(self, settings: GatewaySettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+
+    def timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self.settings.default_deadline_seconds
+        return max(0.0, min(remaining, self.settings.max_deadline_seconds))
+
+    @staticmethod
+    def metadata() -> tuple[tuple[str, str], ...]:
+        return ((PRINCIPAL_HEADER, current_principal.get()),)
+
+    def error(self, backend: Backend, error: grpc.aio.AioRpcError) -> RemoteError:
+        code = error.code()
+        details = error.details() or ""
+        if code == grpc.StatusCode.UNAVAILABLE:
+            self.metrics.backend_errors.labels(backend.name, code.name).inc()
+            log.warning("%s backend at %s unavailable: %s", backend.name, backend.address, details)
+            return RemoteError(
+                code,
+                f"the {backend.name} service at {backend.address} is unavailable ({details}); "
+                "it may be starting or down, retry shortly",
+            )
+        return RemoteError(code, details)
+
+
+def forwarding_handler(service: ServiceDescriptor, backend: Backend, policy: CallPolicy) -> grpc.GenericRpcHandler:
+    """A generic handler that forwards every method of `service` to `backend`."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        path = f"/{service.full_name}/{method.name}"
+        if method.client_streaming:
+            raise ValueError(f"{path}: client-streaming methods are not forwarded")
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(_stream(path, backend, policy))
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary(path, backend, policy))
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _unary(path: str, backend: Backend, policy: CallPolicy) -> Any:
+    call_backend = backend.channel.unary_unary(path)  # bytes in, bytes out
+
+    async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            return await call_backend(request, timeout=policy.timeout(context), metadata=policy.metadata())
+        except grpc.aio.AioRpcError as error:
+            raise policy.error(backend, error) from None
+
+    return forward
+
+
+def _stream(path: str, backend: Backend, policy: CallPolicy) -> Any:
+    call_backend = backend.channel.unary_stream(path)
+
+    async def forward(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        # context.write rather than yield: every message of every stream passes here, and a
+        # coroutine spares the generator layers (the interceptors wrap it the same way).
+        call = call_backend(request, timeout=policy.timeout(context), metadata=policy.metadata())
+        try:
+            while True:
+                message = await call.read()
+                if message is grpc.aio.EOF:
+                    break
+                await context.write(message)
+        except grpc.aio.AioRpcError as error:
+            raise policy.error(backend, error) from None
+        finally:
+            call.cancel()  # a no-op after EOF; stops the backend's work when the client left
+
+    return forward

@@ -1,0 +1,467 @@
+"""Continuous batching: one forward step per tick over all active rows of a model.
+
+A request (`GenerationJob`) becomes one row per completion. Each tick: waiting jobs are
+admitted (prompt prefilled, rows appended), cancelled rows are dropped, every row samples its
+next token from its own controls and seeded generator, finished rows leave, and the survivors
+advance one step together. Updates go back through `job.deliver`: called on this thread, or,
+for jobs that name an event loop, on that loop, with one `call_soon_threadsafe` per loop and step
+(one wake-up for the whole batch, not one per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from genserve.common.errors import GenserveError, ResourceExhausted
+from genserve.text.decoding import (
+    DEFAULT_ONEDNN_MIN_BATCH,
+    PREFILL_ONEDNN_MIN_TOKENS,
+    BatchDecoder,
+    batch_decoder,
+    compaction_order,
+)
+from genserve.text.engine_stats import StatsBuffer
+from genserve.text.models import LanguageModel
+from genserve.text.sampling import BatchControls, SamplingConfig, choose_tokens
+from genserve.text.stops import find_stop, held_back
+from genserve.text.vocab import CharVocab
+
+log = logging.getLogger(__name__)
+
+
+class Finish(enum.Enum):
+    LENGTH = "length"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class CompletionSpec:
+    index: int
+    sampling: SamplingConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class TokenOut:
+    id: int
+    text: str
+    logprob: float | None = None
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class CompletionUpdate:
+    """Newly released part of one completion; `finish` is set on its last update."""
+
+    index: int
+    text: str
+    tokens: tuple[TokenOut, ...]
+    finish: Finish | None = None
+    completion_tokens: int = 0
+
+
+class EngineFailure(GenserveError):
+    """The decoding step failed; every job in the batch gets this (INTERNAL)."""
+
+
+Delivery = list[CompletionUpdate] | BaseException
+Deliver = Callable[[Delivery], None]
+
+
+def _deliver_all(calls: list[tuple[Deliver, Delivery]]) -> None:
+    for deliver, item in calls:
+        deliver(item)
+
+
+@dataclass(eq=False)
+class GenerationJob:
+    prompt_ids: list[int]
+    specs: list[CompletionSpec]
+    max_tokens: int
+    stop: tuple[str, ...]
+    logprobs: bool
+    top_logprobs: int
+    deliver: Deliver
+    loop: asyncio.AbstractEventLoop | None = None  # where `deliver` runs (None: the engine thread)
+    incremental: bool = True  # False: deliver each completion once, when it finishes
+    # Incremental jobs: updates are handed over at most once per this many seconds (the first
+    # and the last at once); in between they pile up and travel together.
+    flush_interval: float = 0.0
+    unsent: list[CompletionUpdate] = field(default_factory=list)
+    last_flush: float = -math.inf
+    cancelled: bool = False  # set by the caller's thread; read at every tick
+    submitted_at: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def merge_updates(updates: list[CompletionUpdate]) -> list[CompletionUpdate]:
+    """One update per completion: consecutive pieces of the same completion joined."""
+    merged: dict[int, CompletionUpdate] = {}
+    for update in updates:
+        before = merged.get(update.index)
+        if before is None:
+            merged[update.index] = update
+            continue
+        merged[update.index] = CompletionUpdate(
+            update.index,
+            before.text + update.text,
+            before.tokens + update.tokens,
+            update.finish,
+            update.completion_tokens,
+        )
+    return list(merged.values())
+
+
+class _Row:
+    """Decoding state of one completion."""
+
+    __slots__ = ("forced", "generated", "job", "pending", "released", "rng", "spec", "text")
+
+    def __init__(self, job: GenerationJob, spec: CompletionSpec, forced: Sequence[int] = ()) -> None:
+        self.job = job
+        self.spec = spec
+        # Prompt tokens still to be fed through the batched steps (short prompts are read this way).
+        self.forced: deque[int] = deque(forced)
+        self.rng = np.random.default_rng(spec.seed)
+        self.generated = 0
+        self.text = ""
+        self.released = 0  # characters of `text` handed to the caller
+        self.pending: deque[TokenOut] = deque()  # tokens whose text is not released yet
+
+    def advance(self, piece: str, token: TokenOut | None) -> CompletionUpdate | None:
+        """Append a sampled token's text (and its details, when the job wants logprobs);
+        return what can be released now (None if nothing)."""
+        job = self.job
+        self.generated += 1
+        previous = len(self.text)
+        self.text += piece
+        if token is not None:
+            self.pending.append(token)
+        if not job.stop and not job.incremental and self.generated < job.max_tokens:
+            return None  # the common unary case: nothing to decide until the end
+        finish: Finish | None = None
+        release_to = len(self.text)
+        stop_at = find_stop(self.text, previous, job.stop) if job.stop else None
+        if stop_at is not None:
+            finish, release_to = Finish.STOP, max(stop_at, self.released)
+        elif self.generated >= job.max_tokens:
+            finish = Finish.LENGTH  # everything goes out, a held-back stop prefix included
+        elif not job.incremental:
+            return None
+        elif job.stop:
+            release_to -= held_back(self.text, job.stop)
+        if finish is None and release_to <= self.released:
+            return None
+        tokens = self._release_tokens(release_to)
+        text = self.text[self.released : release_to]
+        self.released = release_to
+        return CompletionUpdate(self.spec.index, text, tokens, finish, self.generated if finish else 0)
+
+    def _release_tokens(self, release_to: int) -> tuple[TokenOut, ...]:
+        # Tokens are released whole; those overlapping a stop sequence are dropped.
+        if not self.pending:
+            return ()
+        out = []
+        position = self.released
+        while self.pending and position + len(self.pending[0].text) <= release_to:
+            token = self.pending.popleft()
+            position += len(token.text)
+            out.append(token)
+        return tuple(out)
+
+
+class DecodeEngine:
+    """One model and every active sequence of it. `tick()` runs on the decoding thread
+    (decode_loop.py); `submit()` may be called from any thread."""
+
+    def __init__(
+        self,
+        name: str,
+        model: LanguageModel,
+        vocab: CharVocab,
+        device: torch.device,
+        wake: threading.Condition,
+        max_batch: int = 64,
+        max_waiting: int = 512,
+        onednn_min_batch: int = DEFAULT_ONEDNN_MIN_BATCH,
+        stream_messages_per_second: float = 0.0,
+    ) -> None:
+        self.name = name
+        # Streams share a message budget: with many of them each flushes less often, so sending
+        # messages never eats the CPU the decoding needs (0 = no budget).
+        self.stream_messages_per_second = stream_messages_per_second
+        self._stream_floor = 0.0
+        self.model = model
+        self.vocab = vocab
+        self.device = device
+        self.stats = StatsBuffer(name)  # drained by whoever serves the metrics
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self.onednn_min_batch = onednn_min_batch
+        self._waiting: deque[GenerationJob] = deque()
+        self._waiting_rows = 0
+        self._wake = wake  # shared with the decoding loop, notified on every submit
+        self._unflushed: dict[int, GenerationJob] = {}  # jobs holding updates not handed over yet
+        self._awaiting_first: dict[int, GenerationJob] = {}  # admitted jobs without a sampled token
+        self._reset_batch()
+
+    # --- caller side -----------------------------------------------------------------------
+
+    def submit(self, job: GenerationJob) -> None:
+        """Queue a job; it joins the running batch at the next step with room for it."""
+        rows = len(job.specs)
+        if rows > self.max_batch:
+            raise ResourceExhausted(f"the request needs {rows} sequences but at most {self.max_batch} decode together")
+        with self._wake:
+            if self._waiting_rows + rows > self.max_waiting:
+                raise ResourceExhausted(
+                    f"text model {self.name!r} is busy: {self._waiting_rows} sequences already wait "
+                    f"for a batch slot (limit {self.max_waiting}); retry later"
+                )
+            self._waiting.append(job)
+            self._waiting_rows += rows
+            self.stats.waiting = self._waiting_rows
+            self._wake.notify()
+
+    @property
+    def active_rows(self) -> int:
+        return len(self._rows)
+
+    # --- decoding thread -------------------------------------------------------------------
+
+    def drain_stats(self) -> StatsBuffer | None:
+        with self._wake:
+            return self.stats.drain()
+
+    def has_work(self) -> bool:
+        return bool(self._rows or self._waiting or self._unflushed)
+
+    def tick(self) -> None:
+        """One step; a failure fails the jobs in the batch (logged), not the thread."""
+        try:
+            self._tick()
+        except Exception:
+            log.exception("decoding step of %s failed; failing %d rows", self.name, len(self._rows))
+            failure = EngineFailure(f"decoding failed on model {self.name!r}")
+            self._dispatch([(job, failure) for job in {row.job for row in self._rows}])
+            self._reset_batch()
+
+    def fail_all(self, error: GenserveError) -> None:
+        """Shutting down: every waiting and running job gets `error`."""
+        with self._wake:
+            jobs = {*self._waiting, *(row.job for row in self._rows)}
+            self._waiting.clear()
+            self._waiting_rows = 0
+        self._dispatch([(job, error) for job in jobs])
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        vocab = self.vocab.size
+        self._decoder: BatchDecoder = batch_decoder(self.model, self.device, self.max_batch, self.onednn_min_batch)
+        self._rows: list[_Row] = []
+        self._unflushed.clear()
+        self._awaiting_first.clear()
+        self._logits = torch.zeros(0, vocab, device=self.device)
+        self._seen = torch.zeros(0, vocab, dtype=torch.bool, device=self.device)
+        self._counts = torch.zeros(0, vocab, device=self.device)
+        self._controls = BatchControls.of([], vocab, self.device)
+
+    @staticmethod
+    def _dispatch(deliveries: list[tuple[GenerationJob, Delivery]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop | None, list[tuple[Deliver, Delivery]]] = {}
+        for job, item in deliveries:
+            by_loop.setdefault(job.loop, []).append((job.deliver, item))
+        for loop, calls in by_loop.items():
+            if loop is None:
+                _deliver_all(calls)
+                continue
+            try:
+                loop.call_soon_threadsafe(_deliver_all, calls)
+            except RuntimeError:  # the loop is closed: nobody listens for these jobs any more
+                for job, _ in deliveries:
+                    if job.loop is loop:
+                        job.cancel()
+
+    def _take_waiting(self) -> list[GenerationJob]:
+        taken = []
+        with self._wake:
+            room = self.max_batch - len(self._rows)
+            while self._waiting and len(self._waiting[0].specs) <= room:
+                job = self._waiting.popleft()
+                self._waiting_rows -= len(job.specs)
+                if job.cancelled:
+                    continue
+                room -= len(job.specs)
+                taken.append(job)
+            self.stats.waiting = self._waiting_rows
+        return taken
+
+    def _admit(self) -> None:
+        """Add waiting jobs to the batch: short prompts as blank rows that read their prompt one
+        token per step alongside everyone else (costing the others nothing), long ones by a
+        dedicated prefill (one fast sequence kernel instead of hundreds of steps)."""
+        jobs = self._take_waiting()
+        if not jobs:
+            return
+        vocab = self.vocab.size
+        new_logits, new_seen = [], []
+        for job in jobs:
+            copies = len(job.specs)
+            if len(job.prompt_ids) < PREFILL_ONEDNN_MIN_TOKENS:
+                self._decoder.add_blank(copies)
+                logits = torch.zeros(vocab, device=self.device)  # unused until the prompt is read
+                forced: Sequence[int] = job.prompt_ids
+            else:
+                logits, state = self._decoder.prefill(job.prompt_ids)
+                self._decoder.add(state, copies)
+                forced = ()
+            seen = torch.zeros(vocab, dtype=torch.bool, device=self.device)
+            seen[torch.tensor(job.prompt_ids, device=self.device)] = True
+            new_logits.append(logits.expand(copies, -1))
+            new_seen.append(seen.expand(copies, -1))
+            self._rows.extend(_Row(job, spec, forced) for spec in job.specs)
+            self._awaiting_first[id(job)] = job
+        self._logits = torch.cat([self._logits, *new_logits])
+        self._seen = torch.cat([self._seen, *new_seen])
+        self._counts = torch.cat(
+            [self._counts, torch.zeros(sum(len(j.specs) for j in jobs), vocab, device=self.device)]
+        )
+        self._refresh_controls()
+
+    def _refresh_controls(self) -> None:
+        if self.stream_messages_per_second > 0:
+            streams = len({id(row.job) for row in self._rows if row.job.incremental})
+            self._stream_floor = streams / self.stream_messages_per_second
+        self._controls = BatchControls.of([r.spec.sampling for r in self._rows], self.vocab.size, self.device)
+        self.stats.active = len(self._rows)
+
+    def _compact(self, leaving: Sequence[int], tokens: torch.Tensor) -> torch.Tensor:
+        order = compaction_order(len(self._rows), leaving)
+        index = torch.tensor(order, dtype=torch.long, device=self.device)
+        self._decoder.keep(order)
+        self._rows = [self._rows[i] for i in order]
+        self._logits = self._logits.index_select(0, index)
+        self._seen = self._seen.index_select(0, index)
+        self._counts = self._counts.index_select(0, index)
+        self._refresh_controls()
+        return tokens.index_select(0, index)
+
+    def _tick(self) -> None:
+        self._admit()
+        cancelled = [i for i, row in enumerate(self._rows) if row.job.cancelled]
+        if cancelled:
+            self._compact(cancelled, torch.zeros(len(self._rows), dtype=torch.long, device=self.device))
+        if not self._rows:
+            self._flush({})
+            return
+        started = time.perf_counter()
+        rows = self._rows
+        size = len(rows)
+        # Rows still reading their prompt do not sample (and draw no random number).
+        sampling = [i for i, row in enumerate(rows) if not row.forced]
+        uniforms = torch.from_numpy(
+            np.fromiter((0.0 if row.forced else row.rng.random() for row in rows), np.float64, size)
+        )
+        tokens = choose_tokens(self._logits, self._controls, uniforms, self._seen, self._counts)
+        if len(sampling) < size:
+            sampling_index = torch.tensor(sampling, dtype=torch.long, device=self.device)
+            prompt_rows = [i for i, row in enumerate(rows) if row.forced]
+            prompt_tokens = [rows[i].forced.popleft() for i in prompt_rows]
+            inputs = tokens.clone()
+            inputs[torch.tensor(prompt_rows, device=self.device)] = torch.tensor(prompt_tokens, device=self.device)
+        else:
+            sampling_index = torch.arange(size, device=self.device)
+            inputs = tokens
+        sampled = tokens.index_select(0, sampling_index)
+        self._seen[sampling_index, sampled] = True
+        self._counts[sampling_index, sampled] += 1
+        finished: list[int] = []
+        updates: dict[int, tuple[GenerationJob, list[CompletionUpdate]]] = {}
+        chars = self.vocab.chars
+        ids = sampled.tolist()
+        details = self._token_details(sampling, sampled, ids)
+        for i, token_id, detail in zip(sampling, ids, details, strict=True):
+            row = rows[i]
+            update = row.advance(chars[token_id], detail)
+            if update is None:
+                continue
+            if update.finish is not None:
+                finished.append(i)
+            updates.setdefault(id(row.job), (row.job, []))[1].append(update)
+        self._first_tokens(sampling)
+        self._flush(updates)
+        self.stats.tokens += len(sampling)
+        if finished:
+            inputs = self._compact(finished, inputs)
+        if self._rows:
+            self._logits = self._decoder.step(inputs)
+        self.stats.steps.append((time.perf_counter() - started, size))
+
+    def _flush(self, updates: dict[int, tuple[GenerationJob, list[CompletionUpdate]]]) -> None:
+        """Hand over what each job may receive now: everything once it finishes, else at most
+        once per max(its flush interval, the stream budget's share per stream)."""
+        now = time.perf_counter()
+        finishing: set[int] = set()  # a finished completion goes out at once
+        for job, job_updates in updates.values():
+            job.unsent.extend(job_updates)
+            self._unflushed[id(job)] = job
+            if any(update.finish is not None for update in job_updates):
+                finishing.add(id(job))
+        deliveries: list[tuple[GenerationJob, Delivery]] = []
+        for key, job in list(self._unflushed.items()):
+            interval = max(job.flush_interval, self._stream_floor)
+            if job.cancelled or key in finishing or now - job.last_flush >= interval:
+                if not job.cancelled:
+                    deliveries.append((job, merge_updates(job.unsent)))
+                job.unsent, job.last_flush = [], now
+                del self._unflushed[key]
+        if deliveries:
+            self._dispatch(deliveries)
+
+    def _first_tokens(self, sampling: list[int]) -> None:
+        if not self._awaiting_first:
+            return
+        now = time.perf_counter()
+        for i in sampling:
+            job = self._rows[i].job
+            if self._awaiting_first.pop(id(job), None) is not None:
+                self.stats.first_tokens.append(now - job.submitted_at)
+
+    def _token_details(self, sampling: list[int], tokens: torch.Tensor, ids: list[int]) -> list[TokenOut | None]:
+        """Per sampling row: the token with its log-probabilities when its job asked for them,
+        else None (tokens is aligned with `sampling`)."""
+        rows = [self._rows[i] for i in sampling]
+        if not any(row.job.logprobs for row in rows):
+            return [None] * len(rows)
+        chars = self.vocab.chars
+        logits = self._logits.index_select(0, torch.tensor(sampling, dtype=torch.long, device=self.device))
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        chosen = logprobs.gather(-1, tokens[:, None])[:, 0].tolist()
+        k = max(row.job.top_logprobs for row in rows)
+        top_values: list[list[float]] = []
+        top_ids: list[list[int]] = []
+        if k:
+            values, indices = logprobs.topk(k, dim=-1)
+            top_values, top_ids = values.tolist(), indices.tolist()
+        details: list[TokenOut | None] = []
+        for i, (row, token) in enumerate(zip(rows, ids, strict=True)):
+            if not row.job.logprobs:
+                details.append(None)
+                continue
+            n = row.job.top_logprobs
+            top = tuple((chars[top_ids[i][j]], top_values[i][j]) for j in range(n)) if n else ()
+            details.append(TokenOut(token, chars[token], chosen[i], top))
+        return details

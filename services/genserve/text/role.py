@@ -1,0 +1,80 @@
+"""The text role: loads the language models, then serves TextService and ModelService."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from genserve.common.catalog import CatalogServicer, model_info
+from genserve.common.config import ModelSettings, TextSettings
+from genserve.common.metrics import Metrics
+from genserve.text.generator import TextGenerator
+from genserve.text.servicer import TextServicer
+from genserve.text.worker import WorkerConfig
+from genserve.text.worker_client import DecodeWorker
+from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2, text_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class TextRole:
+    name = "text"
+
+    def __init__(self, models: ModelSettings, text: TextSettings, metrics: Metrics) -> None:
+        self.model_settings = models
+        self.text_settings = text
+        self.metrics = metrics
+        self.generator: TextGenerator | None = None
+        self.worker: DecodeWorker | None = None
+
+    def service_names(self) -> list[str]:
+        return [
+            text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name,
+            models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+        ]
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return []
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(lambda: self.generator), server)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
+
+    def describe(self) -> list[models_pb2.ModelInfo] | None:
+        if self.generator is None:
+            return None
+        return [
+            model_info(m.entry, m.device, name == self.generator.default_model, m.details)
+            for name, m in sorted(self.generator.models.items())
+        ]
+
+    async def start(self) -> None:
+        settings = self.text_settings
+        self.worker = DecodeWorker(
+            WorkerConfig(
+                model_store=self.model_settings.model_store,
+                models=settings.models,
+                default_model=settings.default_model,
+                device=self.model_settings.device,
+                torch_threads=self.model_settings.torch_threads,
+                max_batch=settings.max_batch,
+                max_waiting=settings.max_waiting,
+                onednn_min_batch=settings.onednn_min_batch,
+                stream_max_messages=settings.stream_max_messages,
+                log_level=logging.getLevelName(logging.getLogger().level),
+            ),
+            self.metrics,
+        )
+        # The worker process loads the models (it is the only one that runs torch); this event
+        # loop only waits, so health keeps answering NOT_SERVING meanwhile.
+        ready = await self.worker.start()
+        self.generator = TextGenerator(settings, ready.models, ready.default, self.worker)
+        devices = {m.device for m in ready.models.values()}
+        log.info(
+            "text: loaded %s on %s (default %s)", ", ".join(sorted(ready.models)), ", ".join(devices), ready.default
+        )
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()

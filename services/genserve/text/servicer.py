@@ -1,0 +1,128 @@
+"""TextService over gRPC: translates protobuf ↔ the domain layer (generator.py), nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from genserve.common.errors import Unavailable
+from genserve.text.engine import CompletionUpdate, Finish, TokenOut
+from genserve.text.generator import GenerationPlan, GenerationRequest, SamplingRequest, TextGenerator
+from genserve.v1 import text_pb2, text_pb2_grpc
+
+FINISH_REASONS = {
+    Finish.LENGTH: text_pb2.FINISH_REASON_LENGTH,
+    Finish.STOP: text_pb2.FINISH_REASON_STOP,
+}
+
+
+def request_from_proto(message: text_pb2.GenerateRequest) -> GenerationRequest:
+    sampling = message.sampling
+    return GenerationRequest(
+        prompt=message.prompt,
+        model=message.model,
+        max_tokens=message.max_tokens,
+        sampling=SamplingRequest(
+            temperature=sampling.temperature if sampling.HasField("temperature") else None,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p if sampling.HasField("top_p") else None,
+            min_p=sampling.min_p,
+            repetition_penalty=sampling.repetition_penalty if sampling.HasField("repetition_penalty") else None,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+        ),
+        seed=message.seed if message.HasField("seed") else None,
+        stop=tuple(message.stop),
+        n=message.n,
+        logprobs=message.logprobs,
+        top_logprobs=message.top_logprobs,
+        temperatures=tuple(message.temperatures),
+    )
+
+
+def token_to_proto(token: TokenOut) -> text_pb2.Token:
+    return text_pb2.Token(
+        text=token.text,
+        id=token.id,
+        logprob=token.logprob or 0.0,
+        top_logprobs=[text_pb2.TopLogprob(token=t, logprob=lp) for t, lp in token.top],
+    )
+
+
+class TextServicer(text_pb2_grpc.TextServiceServicer):
+    def __init__(self, generator: Callable[[], TextGenerator | None]) -> None:
+        self._generator = generator
+
+    def generator(self) -> TextGenerator:
+        generator = self._generator()
+        if generator is None:
+            raise Unavailable("text models are still loading; retry shortly")
+        return generator
+
+    async def Generate(
+        self, request: text_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> text_pb2.GenerateResponse:
+        domain = request_from_proto(request)
+        response = text_pb2.GenerateResponse()
+        parts: dict[int, list[str]] = {}
+        async for item in self.generator().stream(domain, incremental=False):
+            if isinstance(item, GenerationPlan):
+                response.model, response.prompt_tokens, response.seed = (
+                    item.model,
+                    item.prompt_tokens,
+                    item.seed,
+                )
+                for planned in item.completions:
+                    response.completions.add(index=planned.index, temperature=planned.temperature, seed=planned.seed)
+                    parts[planned.index] = []
+                continue
+            for update in item:
+                completion = response.completions[update.index]
+                parts[update.index].append(update.text)
+                if domain.logprobs:
+                    completion.tokens.extend(token_to_proto(t) for t in update.tokens)
+                if update.finish is not None:
+                    completion.finish_reason = FINISH_REASONS[update.finish]
+                    completion.completion_tokens = update.completion_tokens
+        for completion in response.completions:
+            completion.text = "".join(parts[completion.index])
+        return response
+
+    async def GenerateStream(  # type: ignore[override]  # grpc.aio also takes a coroutine that writes
+        self, request: text_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        # Written with context.write rather than yield: one generator layer less per message.
+        domain = request_from_proto(request)
+        plan: GenerationPlan | None = None
+        temperatures: dict[int, float] = {}
+        async for item in self.generator().stream(domain):
+            if isinstance(item, GenerationPlan):
+                plan = item
+                temperatures = {c.index: c.temperature for c in item.completions}
+                continue
+            for message in _merge_by_completion(item, domain.logprobs, temperatures):
+                if plan is not None:  # the first message carries the request-level facts
+                    message.model, message.prompt_tokens, message.seed = plan.model, plan.prompt_tokens, plan.seed
+                    plan = None
+                await context.write(message)
+
+
+def _merge_by_completion(
+    updates: list[CompletionUpdate], logprobs: bool, temperatures: dict[int, float]
+) -> list[text_pb2.GenerateStreamResponse]:
+    """One message per completion for everything that arrived together."""
+    messages: dict[int, text_pb2.GenerateStreamResponse] = {}
+    for update in updates:
+        message = messages.get(update.index)
+        if message is None:
+            message = messages[update.index] = text_pb2.GenerateStreamResponse(
+                index=update.index, temperature=temperatures.get(update.index, 0.0)
+            )
+        message.text += update.text
+        if logprobs:
+            message.tokens.extend(token_to_proto(t) for t in update.tokens)
+        if update.finish is not None:
+            message.finish_reason = FINISH_REASONS[update.finish]
+            message.completion_tokens = update.completion_tokens
+    return list(messages.values())

@@ -1,0 +1,1 @@
+"""Protobuf and gRPC modules generated from protos/genserve/v1 by `make protos`."""

@@ -1,0 +1,159 @@
+"""The continuous-batching engine on a tiny model, in-process (the service tests cover gRPC)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from genserve.common.errors import ResourceExhausted
+from genserve.text.decode_loop import DecodeLoop
+from genserve.text.engine import CompletionSpec, CompletionUpdate, DecodeEngine, Finish, GenerationJob
+from genserve.text.models import CharLSTM, LSTMConfig
+from genserve.text.sampling import SamplingConfig
+from genserve.text.vocab import CharVocab
+
+VOCAB = CharVocab.from_text("abcdefghij \n")
+
+
+class Collector:
+    """Receives a job's updates on the engine thread."""
+
+    def __init__(self) -> None:
+        self.updates: list[CompletionUpdate] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.expected = 0
+
+    def __call__(self, item: list[CompletionUpdate] | BaseException) -> None:
+        if isinstance(item, BaseException):
+            self.error = item
+            self.done.set()
+            return
+        self.updates.extend(item)
+        if sum(1 for u in self.updates if u.finish) == self.expected:
+            self.done.set()
+
+    def text(self, index: int = 0) -> str:
+        return "".join(u.text for u in self.updates if u.index == index)
+
+    def finish(self, index: int = 0) -> Finish | None:
+        return next((u.finish for u in self.updates if u.index == index and u.finish), None)
+
+
+@pytest.fixture
+def engine() -> Iterator[DecodeEngine]:
+    loop = DecodeLoop()
+
+    def load(wake: threading.Condition) -> DecodeEngine:
+        torch.manual_seed(0)
+        model = CharLSTM(LSTMConfig(VOCAB.size, embed_dim=8, hidden_size=32, num_layers=1, dropout=0.0)).eval()
+        return DecodeEngine("tiny", model, VOCAB, torch.device("cpu"), wake, max_batch=8, max_waiting=8)
+
+    engine = loop.start_thread(load, lambda loaded: [loaded]).result(timeout=30)
+    yield engine
+    loop.stop()
+
+
+def submit(
+    engine: DecodeEngine,
+    prompt: str = "abc",
+    *,
+    seeds: tuple[int, ...] = (1,),
+    max_tokens: int = 30,
+    temperature: float = 1.0,
+    stop: tuple[str, ...] = (),
+) -> tuple[GenerationJob, Collector]:
+    collector = Collector()
+    specs = [CompletionSpec(i, SamplingConfig(temperature=temperature), seed) for i, seed in enumerate(seeds)]
+    collector.expected = len(specs)
+    job = GenerationJob(VOCAB.encode(prompt), specs, max_tokens, stop, False, 0, collector)
+    engine.submit(job)
+    return job, collector
+
+
+def finished(collector: Collector) -> Collector:
+    assert collector.done.wait(10), "the engine did not finish the job"
+    assert collector.error is None
+    return collector
+
+
+def test_same_seed_same_text_and_different_seeds_differ(engine: DecodeEngine) -> None:
+    a = finished(submit(engine, seeds=(11,))[1])
+    b = finished(submit(engine, seeds=(11,))[1])
+    c = finished(submit(engine, seeds=(12,))[1])
+    assert a.text() == b.text()
+    assert a.text() != c.text()
+    assert len(a.text()) == 30 and a.finish() is Finish.LENGTH
+
+
+def test_a_request_gives_the_same_text_alone_or_in_a_busy_batch(engine: DecodeEngine) -> None:
+    alone = finished(submit(engine, seeds=(5,), max_tokens=40)[1]).text()
+    crowd = [submit(engine, prompt="j\nj", seeds=(s, s + 1), max_tokens=25) for s in range(3)]
+    time.sleep(0.01)  # the request joins a batch that is already running
+    joined = finished(submit(engine, seeds=(5,), max_tokens=40)[1]).text()
+    for _, collector in crowd:
+        finished(collector)
+    assert joined == alone
+
+
+def test_cancel_frees_the_batch_slot_at_the_next_step(engine: DecodeEngine) -> None:
+    job, collector = submit(engine, max_tokens=100_000)
+    wait_until(lambda: engine.active_rows == 1)
+    job.cancel()
+    wait_until(lambda: engine.active_rows == 0, timeout=2)
+    assert not collector.done.is_set()
+
+
+def test_stop_sequence_ends_the_completion_before_it(engine: DecodeEngine) -> None:
+    greedy = finished(submit(engine, temperature=0.0, max_tokens=40)[1]).text()
+    stop = greedy[10:13]
+    first = greedy.find(stop)
+    collector = finished(submit(engine, temperature=0.0, max_tokens=40, stop=(stop,))[1])
+    assert collector.text() == greedy[:first]
+    assert collector.finish() is Finish.STOP
+
+
+def wait_until(condition: object, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.001)
+    assert condition(), "condition not reached in time"  # type: ignore[operator]
+
+
+def test_waiting_queue_is_bounded(engine: DecodeEngine) -> None:
+    blockers = [submit(engine, seeds=tuple(range(8)), max_tokens=100_000)[0]]  # fills the batch
+    wait_until(lambda: engine.active_rows == 8)
+    blockers.append(submit(engine, seeds=tuple(range(8)), max_tokens=10)[0])  # fills the waiting queue
+    with pytest.raises(ResourceExhausted, match="limit 8"):
+        submit(engine, seeds=(1,))
+    for job in blockers:
+        job.cancel()
+
+
+def test_n_completions_are_independent_draws(engine: DecodeEngine) -> None:
+    collector = finished(submit(engine, seeds=(1, 2, 3), max_tokens=30)[1])
+    texts = {collector.text(i) for i in range(3)}
+    assert len(texts) == 3
+
+
+def test_a_flush_interval_groups_tokens_without_losing_any(engine: DecodeEngine) -> None:
+    every_token = finished(submit(engine, seeds=(4,), max_tokens=300)[1])
+    collector = Collector()
+    collector.expected = 1
+    deliveries: list[int] = []
+
+    def deliver(item: list[CompletionUpdate] | BaseException) -> None:
+        if not isinstance(item, BaseException):
+            deliveries.append(sum(len(u.text) for u in item))
+        collector(item)
+
+    spec = CompletionSpec(0, SamplingConfig(), 4)
+    engine.submit(GenerationJob(VOCAB.encode("abc"), [spec], 300, (), False, 0, deliver, flush_interval=0.01))
+    finished(collector)
+    assert collector.text() == every_token.text()
+    assert deliveries[0] == 1, "the first token goes out at once"
+    assert 1 < len(deliveries) < 300, deliveries
