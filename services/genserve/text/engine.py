@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,10 +97,10 @@ class GenerationJob:
     loop: asyncio.AbstractEventLoop | None = None  # where `deliver` runs (None: the engine thread)
     incremental: bool = True  # False: deliver each completion once, when it finishes
     # Incremental jobs: updates are handed over at most once per this many seconds (the first
-    # and the last at once); in between they pile up and travel together.
+    # and a finished completion's last at once); in between the text piles up in its row.
     flush_interval: float = 0.0
-    unsent: list[CompletionUpdate] = field(default_factory=list)
     last_flush: float = -math.inf
+    rows: list[Any] = field(default_factory=list)  # its _Rows, set at admission
     cancelled: bool = False  # set by the caller's thread; read at every tick
     submitted_at: float = field(default_factory=time.perf_counter)
 
@@ -107,28 +108,13 @@ class GenerationJob:
         self.cancelled = True
 
 
-def merge_updates(updates: list[CompletionUpdate]) -> list[CompletionUpdate]:
-    """One update per completion: consecutive pieces of the same completion joined."""
-    merged: dict[int, CompletionUpdate] = {}
-    for update in updates:
-        before = merged.get(update.index)
-        if before is None:
-            merged[update.index] = update
-            continue
-        merged[update.index] = CompletionUpdate(
-            update.index,
-            before.text + update.text,
-            before.tokens + update.tokens,
-            update.finish,
-            update.completion_tokens,
-        )
-    return list(merged.values())
-
-
 class _Row:
-    """Decoding state of one completion."""
+    """Decoding state of one completion. Sampled text accumulates here; `take_update()` hands
+    over what may be released, when the engine flushes the job."""
 
-    __slots__ = ("forced", "generated", "job", "pending", "released", "rng", "spec", "text")
+    __slots__ = (
+        "finish", "forced", "generated", "job", "pending", "releasable", "released", "reported", "rng", "spec", "text",
+    )  # fmt: skip
 
     def __init__(self, job: GenerationJob, spec: CompletionSpec, forced: Sequence[int] = ()) -> None:
         self.job = job
@@ -139,36 +125,41 @@ class _Row:
         self.generated = 0
         self.text = ""
         self.released = 0  # characters of `text` handed to the caller
+        self.releasable = 0  # characters of `text` that may be handed over
+        self.finish: Finish | None = None
+        self.reported = False  # the finishing update went out
         self.pending: deque[TokenOut] = deque()  # tokens whose text is not released yet
 
-    def advance(self, piece: str, token: TokenOut | None) -> CompletionUpdate | None:
-        """Append a sampled token's text (and its details, when the job wants logprobs);
-        return what can be released now (None if nothing)."""
+    def advance(self, piece: str, token: TokenOut | None) -> bool:
+        """Append a sampled token's text (and its details, when the job wants logprobs).
+        True when the completion just finished."""
         job = self.job
         self.generated += 1
         previous = len(self.text)
         self.text += piece
         if token is not None:
             self.pending.append(token)
-        if not job.stop and not job.incremental and self.generated < job.max_tokens:
-            return None  # the common unary case: nothing to decide until the end
-        finish: Finish | None = None
-        release_to = len(self.text)
-        stop_at = find_stop(self.text, previous, job.stop) if job.stop else None
-        if stop_at is not None:
-            finish, release_to = Finish.STOP, max(stop_at, self.released)
-        elif self.generated >= job.max_tokens:
-            finish = Finish.LENGTH  # everything goes out, a held-back stop prefix included
-        elif not job.incremental:
+        if job.stop:
+            stop_at = find_stop(self.text, previous, job.stop)
+            if stop_at is not None:
+                self.finish, self.releasable = Finish.STOP, max(stop_at, self.released)
+                return True
+        if self.generated >= job.max_tokens:
+            self.finish, self.releasable = Finish.LENGTH, len(self.text)  # a held-back stop prefix too
+            return True
+        if job.incremental:
+            self.releasable = len(self.text) - (held_back(self.text, job.stop) if job.stop else 0)
+        return False
+
+    def take_update(self) -> CompletionUpdate | None:
+        """What became releasable since the last call (None if nothing)."""
+        if self.releasable <= self.released and (self.finish is None or self.reported):
             return None
-        elif job.stop:
-            release_to -= held_back(self.text, job.stop)
-        if finish is None and release_to <= self.released:
-            return None
-        tokens = self._release_tokens(release_to)
-        text = self.text[self.released : release_to]
-        self.released = release_to
-        return CompletionUpdate(self.spec.index, text, tokens, finish, self.generated if finish else 0)
+        tokens = self._release_tokens(self.releasable)
+        text = self.text[self.released : self.releasable]
+        self.released = self.releasable
+        self.reported = self.finish is not None
+        return CompletionUpdate(self.spec.index, text, tokens, self.finish, self.generated if self.finish else 0)
 
     def _release_tokens(self, release_to: int) -> tuple[TokenOut, ...]:
         # Tokens are released whole; those overlapping a stop sequence are dropped.
@@ -332,7 +323,8 @@ class DecodeEngine:
             seen[torch.tensor(job.prompt_ids, device=self.device)] = True
             new_logits.append(logits.expand(copies, -1))
             new_seen.append(seen.expand(copies, -1))
-            self._rows.extend(_Row(job, spec, forced) for spec in job.specs)
+            job.rows = [_Row(job, spec, forced) for spec in job.specs]
+            self._rows.extend(job.rows)
             self._awaiting_first[id(job)] = job
         self._logits = torch.cat([self._logits, *new_logits])
         self._seen = torch.cat([self._seen, *new_seen])
@@ -365,7 +357,7 @@ class DecodeEngine:
         if cancelled:
             self._compact(cancelled, torch.zeros(len(self._rows), dtype=torch.long, device=self.device))
         if not self._rows:
-            self._flush({})
+            self._flush(set())
             return
         started = time.perf_counter()
         rows = self._rows
@@ -389,20 +381,22 @@ class DecodeEngine:
         self._seen[sampling_index, sampled] = True
         self._counts[sampling_index, sampled] += 1
         finished: list[int] = []
-        updates: dict[int, tuple[GenerationJob, list[CompletionUpdate]]] = {}
+        finishing: set[int] = set()  # jobs with a completion that finished at this step
+        unflushed = self._unflushed
         chars = self.vocab.chars
         ids = sampled.tolist()
         details = self._token_details(sampling, sampled, ids)
         for i, token_id, detail in zip(sampling, ids, details, strict=True):
             row = rows[i]
-            update = row.advance(chars[token_id], detail)
-            if update is None:
-                continue
-            if update.finish is not None:
+            job = row.job
+            if row.advance(chars[token_id], detail):
                 finished.append(i)
-            updates.setdefault(id(row.job), (row.job, []))[1].append(update)
+                finishing.add(id(job))
+                unflushed[id(job)] = job
+            elif job.incremental:
+                unflushed[id(job)] = job
         self._first_tokens(sampling)
-        self._flush(updates)
+        self._flush(finishing)
         self.stats.tokens += len(sampling)
         if finished:
             inputs = self._compact(finished, inputs)
@@ -410,24 +404,22 @@ class DecodeEngine:
             self._logits = self._decoder.step(inputs)
         self.stats.steps.append((time.perf_counter() - started, size))
 
-    def _flush(self, updates: dict[int, tuple[GenerationJob, list[CompletionUpdate]]]) -> None:
-        """Hand over what each job may receive now: everything once it finishes, else at most
-        once per max(its flush interval, the stream budget's share per stream)."""
+    def _flush(self, finishing: set[int]) -> None:
+        """Hand over what each job may receive now: a finished completion at once, the rest at
+        most once per max(the job's flush interval, the stream budget's share per stream)."""
         now = time.perf_counter()
-        finishing: set[int] = set()  # a finished completion goes out at once
-        for job, job_updates in updates.values():
-            job.unsent.extend(job_updates)
-            self._unflushed[id(job)] = job
-            if any(update.finish is not None for update in job_updates):
-                finishing.add(id(job))
         deliveries: list[tuple[GenerationJob, Delivery]] = []
         for key, job in list(self._unflushed.items()):
-            interval = max(job.flush_interval, self._stream_floor)
-            if job.cancelled or key in finishing or now - job.last_flush >= interval:
-                if not job.cancelled:
-                    deliveries.append((job, merge_updates(job.unsent)))
-                job.unsent, job.last_flush = [], now
+            if job.cancelled:
                 del self._unflushed[key]
+                continue
+            if key not in finishing and now - job.last_flush < max(job.flush_interval, self._stream_floor):
+                continue
+            updates = [update for row in job.rows if (update := row.take_update()) is not None]
+            if updates:
+                deliveries.append((job, updates))
+            job.last_flush = now
+            del self._unflushed[key]
         if deliveries:
             self._dispatch(deliveries)
 
