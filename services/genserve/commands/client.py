@@ -40,6 +40,11 @@ def _metadata(api_key: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {api_key}")] if api_key else []
 
 
+def _unescape(text: str) -> str:
+    """Shell-friendly escapes: the two characters \\n become a newline (\\t a tab)."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
@@ -49,7 +54,7 @@ def _floats(text: str) -> list[float]:
 
 @client_app.command("text")
 def text(
-    prompt: Annotated[str, typer.Argument(help="The conditioning text.")],
+    prompt: Annotated[str, typer.Argument(help="The conditioning text (\\n for a newline).")],
     model: Annotated[str, typer.Option(help="Model name (default: the service's default).")] = "",
     max_tokens: Annotated[int, typer.Option(help="Tokens per completion (0 = service default).")] = 0,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy; default 1.")] = None,
@@ -61,7 +66,7 @@ def text(
     presence_penalty: Annotated[float, typer.Option()] = 0.0,
     frequency_penalty: Annotated[float, typer.Option()] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Same seed → same text.")] = None,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop sequence (repeatable).")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop sequence (repeatable; \\n for a newline).")] = None,
     n: Annotated[int, typer.Option(help="Completions per temperature.")] = 1,
     logprobs: Annotated[bool, typer.Option(help="Show each token's log-probability.")] = False,
     stream: Annotated[bool, typer.Option(help="Stream tokens as they are sampled.")] = True,
@@ -82,11 +87,11 @@ def text(
     if repetition_penalty is not None:
         sampling.repetition_penalty = repetition_penalty
     request = text_pb2.GenerateRequest(
-        prompt=prompt.replace("\\n", "\n"),
+        prompt=_unescape(prompt),
         model=model,
         max_tokens=max_tokens,
         sampling=sampling,
-        stop=stop or [],
+        stop=[_unescape(item) for item in stop or []],
         n=n,
         logprobs=logprobs,
         temperatures=_floats(temperatures),

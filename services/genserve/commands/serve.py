@@ -50,7 +50,7 @@ def serve(
 
         instance = GatewayRole(server_settings, from_env(GatewaySettings), metrics)
         default_port, default_metrics = ports.gateway_port, ports.gateway_metrics_port
-    asyncio.run(
+    failure = asyncio.run(
         serve_until_signalled(
             instance,
             server_settings,
@@ -59,3 +59,5 @@ def serve(
             default_metrics if metrics_port is None else metrics_port,
         )
     )
+    if failure:
+        raise typer.Exit(1)

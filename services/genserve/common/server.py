@@ -30,6 +30,7 @@ class Role(Protocol):
     """What a process serves. `start` may take long (loading models); health waits for it."""
 
     name: str
+    failure: str | None  # set when the role stopped itself because something broke
 
     def service_names(self) -> list[str]:
         """Full names of the gRPC services this role registers."""
@@ -144,8 +145,8 @@ async def serve_until_signalled(
     port: int,
     metrics: Metrics,
     metrics_port: int | None,
-) -> None:
-    """Run `role` until SIGTERM or SIGINT, then shut down gracefully."""
+) -> str | None:
+    """Run `role` until SIGTERM or SIGINT, then shut down gracefully; returns its failure, if any."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -155,6 +156,7 @@ async def serve_until_signalled(
     log.info("%s: stopping (grace %.0fs)", role.name, settings.shutdown_grace_seconds)
     await running.shutdown()
     log.info("%s: stopped", role.name)
+    return role.failure
 
 
 def configure_logging(level: str) -> None:

@@ -14,6 +14,7 @@ from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2
 
 class GatewayRole:
     name = "gateway"
+    failure: str | None = None
 
     def __init__(self, server: ServerSettings, gateway: GatewaySettings, metrics: Metrics) -> None:
         self.server_settings = server

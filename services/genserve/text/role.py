@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 import grpc
 
@@ -27,6 +29,7 @@ class TextRole:
         self.metrics = metrics
         self.generator: TextGenerator | None = None
         self.worker: DecodeWorker | None = None
+        self.failure: str | None = None
 
     def service_names(self) -> list[str]:
         return [
@@ -65,6 +68,7 @@ class TextRole:
                 log_level=logging.getLevelName(logging.getLogger().level),
             ),
             self.metrics,
+            self._worker_lost,
         )
         # The worker process loads the models (it is the only one that runs torch); this event
         # loop only waits, so health keeps answering NOT_SERVING meanwhile.
@@ -74,6 +78,12 @@ class TextRole:
         log.info(
             "text: loaded %s on %s (default %s)", ", ".join(sorted(ready.models)), ", ".join(devices), ready.default
         )
+
+    def _worker_lost(self, reason: str) -> None:
+        """Fatal: fail over by stopping the whole service (its supervisor restarts it)."""
+        log.critical("%s; shutting the text service down", reason)
+        self.failure = reason
+        os.kill(os.getpid(), signal.SIGTERM)
 
     async def stop(self) -> None:
         if self.worker is not None:

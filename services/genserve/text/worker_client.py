@@ -12,8 +12,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
-import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -30,9 +29,10 @@ JobQueue = asyncio.Queue  # of list[CompletionUpdate] | BaseException
 
 
 class DecodeWorker:
-    def __init__(self, config: WorkerConfig, metrics: Metrics) -> None:
+    def __init__(self, config: WorkerConfig, metrics: Metrics, on_lost: Callable[[str], None]) -> None:
         self.config = config
         self.metrics = metrics
+        self.on_lost = on_lost  # called once if the worker dies while serving
         self.queues: dict[int, asyncio.Queue[object]] = {}
         self._ids = itertools.count(1)
         self._process: BaseProcess | None = None
@@ -115,11 +115,8 @@ class DecodeWorker:
             self._ready.set_exception(StartError(f"the text decode worker exited while loading (code {code})"))
             return
         if not self._stopping:
-            log.critical(
-                "text decode worker died (exit code %s); shutting the service down",
-                self._process.exitcode if self._process else None,
-            )
-            os.kill(os.getpid(), signal.SIGTERM)
+            code = self._process.exitcode if self._process else None
+            self.on_lost(f"the text decode worker died (exit code {code})")
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         self._stopping = True
