@@ -3,14 +3,12 @@
 A request (`GenerationJob`) becomes one row per completion. Each tick: waiting jobs are
 admitted (prompt prefilled, rows appended), cancelled rows are dropped, every row samples its
 next token from its own controls and seeded generator, finished rows leave, and the survivors
-advance one step together. Updates go back through `job.deliver`: called on this thread, or,
-for jobs that name an event loop, on that loop, with one `call_soon_threadsafe` per loop and step
-(one wake-up for the whole batch, not one per request).
+advance one step together. Updates go back through `job.deliver`, called on the decoding thread
+(the worker's outbox collects them for the gRPC process).
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import math
@@ -80,11 +78,6 @@ Delivery = list[CompletionUpdate] | BaseException
 Deliver = Callable[[Delivery], None]
 
 
-def _deliver_all(calls: list[tuple[Deliver, Delivery]]) -> None:
-    for deliver, item in calls:
-        deliver(item)
-
-
 @dataclass(eq=False)
 class GenerationJob:
     prompt_ids: list[int]
@@ -94,7 +87,6 @@ class GenerationJob:
     logprobs: bool
     top_logprobs: int
     deliver: Deliver
-    loop: asyncio.AbstractEventLoop | None = None  # where `deliver` runs (None: the engine thread)
     incremental: bool = True  # False: deliver each completion once, when it finishes
     # Incremental jobs: updates are handed over at most once per this many seconds (the first
     # and a finished completion's last at once); in between the text piles up in its row.
@@ -272,19 +264,8 @@ class DecodeEngine:
 
     @staticmethod
     def _dispatch(deliveries: list[tuple[GenerationJob, Delivery]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop | None, list[tuple[Deliver, Delivery]]] = {}
         for job, item in deliveries:
-            by_loop.setdefault(job.loop, []).append((job.deliver, item))
-        for loop, calls in by_loop.items():
-            if loop is None:
-                _deliver_all(calls)
-                continue
-            try:
-                loop.call_soon_threadsafe(_deliver_all, calls)
-            except RuntimeError:  # the loop is closed: nobody listens for these jobs any more
-                for job, _ in deliveries:
-                    if job.loop is loop:
-                        job.cancel()
+            job.deliver(item)
 
     def _take_waiting(self) -> list[GenerationJob]:
         taken = []
