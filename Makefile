@@ -44,7 +44,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck models
 	$(BIN)/python -m pytest
 
 bench: models

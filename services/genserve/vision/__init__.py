@@ -1,0 +1,1 @@
+"""The vision service: ImageNet convnet backbones for DeepDream and neural style transfer."""
