@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.genserve-installed
 PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
 PROTO_OUT := services/genserve/v1/.generated
 
-.PHONY: up test install protos generate models lint typecheck bench clean
+.PHONY: up test install protos generate models lint typecheck bench gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ test: lint typecheck models
 
 bench: models
 	$(BIN)/python bench/text_throughput.py
+	$(BIN)/python bench/vision.py
+
+# Remakes docs/gallery through a running stack (`make up` in another terminal).
+gallery: install
+	sh docs/gallery.sh
 
 clean:
 	rm -rf $(VENV) var services/genserve/v1/*_pb2*.py* $(PROTO_OUT)

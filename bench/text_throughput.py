@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import torch
+from benchlib import median, rounded
 
 from genserve.common.devices import configure_torch
 from genserve.common.model_store import ModelStore
@@ -42,14 +42,6 @@ MODEL_STORE = ROOT / "model_store"
 
 PROMPT = "ROMEO:\n"
 TOKENS = 200
-
-
-def rounded(value: object) -> object:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    return value
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -169,10 +161,6 @@ async def open_loop(address: str, rate: float, duration: float, seed: int = 0) -
         "all_p95_s": percentile([r.latency for r in results], 95),
         "ttft_p95_ms": 1000 * percentile([r.first for r in results], 95),
     }
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
 
 
 def main() -> None:

@@ -12,8 +12,12 @@ from genserve.common.config import ALL_SETTINGS, PortSettings, describe
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN_VARIABLES = {env for cls in ALL_SETTINGS for env, _, _ in describe(cls)}
 PORTS = PortSettings()
-GRPC_PORTS = {"gateway": PORTS.gateway_port, "text": PORTS.text_port}
-METRICS_PORTS = {"gateway": PORTS.gateway_metrics_port, "text": PORTS.text_metrics_port}
+GRPC_PORTS = {"gateway": PORTS.gateway_port, "text": PORTS.text_port, "vision": PORTS.vision_port}
+METRICS_PORTS = {
+    "gateway": PORTS.gateway_metrics_port,
+    "text": PORTS.text_metrics_port,
+    "vision": PORTS.vision_metrics_port,
+}
 
 
 def test_compose_runs_known_roles_with_known_settings() -> None:
@@ -34,7 +38,7 @@ def test_kubernetes_manifests_parse_and_match_ports() -> None:
     kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
     documents = [doc for name in kustomization["resources"] for doc in yaml.safe_load_all((k8s / name).read_text())]
     kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in documents}
-    assert {("Deployment", "gateway"), ("Deployment", "text"), ("StatefulSet", "redis")} <= kinds
+    assert {("Deployment", role) for role in GRPC_PORTS} | {("StatefulSet", "redis")} <= kinds
     config = next(doc for doc in documents if doc["kind"] == "ConfigMap")
     assert set(config["data"]) <= KNOWN_VARIABLES
     for doc in documents:

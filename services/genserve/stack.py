@@ -70,6 +70,8 @@ class Stack:
             "GENSERVE_GATEWAY_METRICS_PORT": self.ports.gateway_metrics_port,
             "GENSERVE_TEXT_PORT": self.ports.text_port,
             "GENSERVE_TEXT_METRICS_PORT": self.ports.text_metrics_port,
+            "GENSERVE_VISION_PORT": self.ports.vision_port,
+            "GENSERVE_VISION_METRICS_PORT": self.ports.vision_metrics_port,
         }
         busy = [f"{port} ({env})" for env, port in wanted.items() if not port_is_free(port, self.server.host)]
         if busy:
@@ -97,6 +99,7 @@ class Stack:
             {
                 "REDIS_URL": self.redis_url,
                 "GENSERVE_TEXT_ADDR": f"127.0.0.1:{self.ports.text_port}",
+                "GENSERVE_VISION_ADDR": f"127.0.0.1:{self.ports.vision_port}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -128,6 +131,7 @@ class Stack:
         deadline = time.monotonic() + self.stack.start_timeout_seconds
         for name, port, metrics_port in (
             ("text", self.ports.text_port, self.ports.text_metrics_port),
+            ("vision", self.ports.vision_port, self.ports.vision_metrics_port),
             ("gateway", self.ports.gateway_port, self.ports.gateway_metrics_port),
         ):
             started = time.monotonic()

@@ -130,7 +130,8 @@ def test_stop_sequence_is_not_returned_nor_streamed(stub: text_pb2_grpc.TextServ
 
 
 def test_streaming_yields_tokens_as_they_are_sampled(stub: text_pb2_grpc.TextServiceStub) -> None:
-    request = text_pb2.GenerateRequest(prompt=PROMPT, max_tokens=400, seed=5)
+    # Long enough to span many 16 ms flush intervals even on a fast machine (≥ 0.3 ms per token).
+    request = text_pb2.GenerateRequest(prompt=PROMPT, max_tokens=1500, seed=5)
     started = time.perf_counter()
     arrivals, texts = [], []
     for message in stub.GenerateStream(request, timeout=60):

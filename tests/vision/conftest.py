@@ -19,7 +19,8 @@ from PIL import Image
 
 from genserve.common.model_store import ModelEntry, ModelStore
 from genserve.common.packages import fetch_pinned_package
-from genserve.vision.weights import fetch_and_convert
+from genserve.vision.backbones import EfficientNetLite0, VGG16Features, load_as
+from genserve.vision.weights import fetch_and_convert, weights_path
 from tests.conftest import ROOT
 
 PACKAGE_CACHE = ROOT / "var" / "packages"
@@ -79,3 +80,13 @@ def centre_crop(image: Image.Image, size: int) -> Image.Image:
 @pytest.fixture(scope="session")
 def chelsea() -> Image.Image:
     return load_chelsea()
+
+
+@pytest.fixture(scope="session")
+def vgg(vision_store: ModelStore, vision_entries: dict[str, ModelEntry]) -> VGG16Features:
+    return load_as(VGG16Features, weights_path(vision_store, "vgg16"))
+
+
+@pytest.fixture(scope="session")
+def lite0(vision_store: ModelStore, vision_entries: dict[str, ModelEntry]) -> EfficientNetLite0:
+    return load_as(EfficientNetLite0, weights_path(vision_store, "efficientnet-lite0"))

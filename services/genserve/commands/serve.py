@@ -12,6 +12,7 @@ import typer
 class RoleName(StrEnum):
     gateway = "gateway"
     text = "text"
+    vision = "vision"
 
 
 def serve(
@@ -26,10 +27,12 @@ def serve(
     """Serve one role until SIGTERM/SIGINT (health turns NOT_SERVING, calls drain, then exit)."""
     from genserve.common.config import (
         GatewaySettings,
+        ImageSettings,
         ModelSettings,
         PortSettings,
         ServerSettings,
         TextSettings,
+        VisionSettings,
         from_env,
     )
     from genserve.common.metrics import Metrics
@@ -45,6 +48,11 @@ def serve(
 
         instance = TextRole(from_env(ModelSettings), from_env(TextSettings), metrics)
         default_port, default_metrics = ports.text_port, ports.text_metrics_port
+    elif role is RoleName.vision:
+        from genserve.vision.role import VisionRole
+
+        instance = VisionRole(from_env(ModelSettings), from_env(VisionSettings), from_env(ImageSettings), metrics)
+        default_port, default_metrics = ports.vision_port, ports.vision_metrics_port
     else:
         from genserve.gateway.role import GatewayRole
 

@@ -104,6 +104,8 @@ class PortSettings:
     gateway_metrics_port: int = setting("GENSERVE_GATEWAY_METRICS_PORT", 9451, "Gateway /metrics port.")
     text_port: int = setting("GENSERVE_TEXT_PORT", 50061, "Text service gRPC port.")
     text_metrics_port: int = setting("GENSERVE_TEXT_METRICS_PORT", 9461, "Text service /metrics port.")
+    vision_port: int = setting("GENSERVE_VISION_PORT", 50062, "Vision service gRPC port.")
+    vision_metrics_port: int = setting("GENSERVE_VISION_METRICS_PORT", 9462, "Vision service /metrics port.")
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,43 @@ class TextSettings:
 
 
 @dataclass(frozen=True)
+class ImageSettings:
+    """Limits on images sent by clients (every service that accepts images)."""
+
+    max_image_pixels: int = setting(
+        "GENSERVE_MAX_IMAGE_PIXELS",
+        16_000_000,
+        "Largest input image, width × height, checked from the header before decoding.",
+    )
+    max_image_bytes: int = setting(
+        "GENSERVE_MAX_IMAGE_BYTES", 12 * 1024 * 1024, "Largest encoded input image, in bytes."
+    )
+
+
+@dataclass(frozen=True)
+class VisionSettings:
+    """DeepDream and interactive style-transfer limits of the vision service."""
+
+    concurrency: int = setting(
+        "GENSERVE_VISION_CONCURRENCY", 1, "Dreams and previews computed at once (each uses every torch thread)."
+    )
+    max_waiting: int = setting(
+        "GENSERVE_VISION_MAX_WAITING", 4, "Requests waiting for a free slot; beyond it RESOURCE_EXHAUSTED."
+    )
+    dream_max_size: int = setting(
+        "GENSERVE_VISION_DREAM_MAX_SIZE",
+        512,
+        "Longest side a dream works at (larger inputs are shrunk); max of max_size.",
+    )
+    preview_max_size: int = setting(
+        "GENSERVE_VISION_PREVIEW_MAX_SIZE", 256, "StylePreview: largest output side; bigger runs belong to the job API."
+    )
+    preview_max_steps: int = setting(
+        "GENSERVE_VISION_PREVIEW_MAX_STEPS", 60, "StylePreview: most optimisation steps; more belong to the job API."
+    )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """Authentication, limits and routing of the public endpoint."""
 
@@ -173,6 +212,7 @@ class GatewaySettings:
         "Comma-separated API keys, each `key` or `name:key`. Empty = no authentication (logged as a warning).",
     )
     text_addr: str = setting("GENSERVE_TEXT_ADDR", "127.0.0.1:50061", "host:port of the text service.")
+    vision_addr: str = setting("GENSERVE_VISION_ADDR", "127.0.0.1:50062", "host:port of the vision service.")
     default_deadline_seconds: float = setting(
         "GENSERVE_DEFAULT_DEADLINE_SECONDS", 300.0, "Deadline given to calls that arrive without one."
     )
@@ -206,6 +246,8 @@ ALL_SETTINGS: tuple[type, ...] = (
     PortSettings,
     ModelSettings,
     TextSettings,
+    ImageSettings,
+    VisionSettings,
     GatewaySettings,
     StackSettings,
 )

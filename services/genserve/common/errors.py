@@ -113,3 +113,19 @@ def require_choice(field: str, value: str, allowed: Iterable[str]) -> str:
     if value not in options:
         raise InvalidArgument(f"{field} {value!r} is not one of: {', '.join(options)}")
     return value
+
+
+def require_int(field: str, value: object, low: int, high: int) -> int:
+    """An integer (not a bool, not a float) with low ≤ value ≤ high."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field} must be an integer in [{low}, {high}], got {value!r}")
+    if not low <= value <= high:
+        raise InvalidArgument(f"{field} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def require_number(field: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    """A finite int or float (not a bool) in [low, high], or (low, high] with low_open; returned as float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"{field} must be a number, got {value!r}")
+    return require_range(field, float(value), low, high, low_open=low_open)

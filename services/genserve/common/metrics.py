@@ -104,6 +104,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # Services that run long torch work (vision).
+        self.work_running = Gauge(
+            "genserve_work_running",
+            "Long requests (dreams, previews) being computed.",
+            ["service"],
+            registry=registry,
+        )
+        self.work_waiting = Gauge(
+            "genserve_work_waiting",
+            "Long requests waiting for a free slot.",
+            ["service"],
+            registry=registry,
+        )
         # Gateway.
         self.auth_failures = Counter(
             "genserve_auth_failures_total",

@@ -9,7 +9,7 @@ from genserve.common.metrics import Metrics
 from genserve.gateway.auth import Gatekeeper, parse_api_keys
 from genserve.gateway.catalog import GatewayCatalogServicer
 from genserve.gateway.forward import Backend, CallPolicy, forwarding_handler
-from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2
+from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2, vision_pb2
 
 
 class GatewayRole:
@@ -22,7 +22,10 @@ class GatewayRole:
         self.metrics = metrics
         self.policy = CallPolicy(gateway, metrics)
         # (public service, backend name, backend address)
-        self.routes = [(text_pb2.DESCRIPTOR.services_by_name["TextService"], "text", gateway.text_addr)]
+        self.routes = [
+            (text_pb2.DESCRIPTOR.services_by_name["TextService"], "text", gateway.text_addr),
+            (vision_pb2.DESCRIPTOR.services_by_name["VisionService"], "vision", gateway.vision_addr),
+        ]
         self.backends: list[Backend] = []
         self.gatekeeper = Gatekeeper(parse_api_keys(gateway.api_keys), gateway.max_concurrent_calls, metrics)
 

@@ -1,0 +1,83 @@
+"""The vision role: loads the ImageNet backbones, then serves VisionService and ModelService."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from genserve.common.catalog import CatalogServicer, model_info
+from genserve.common.config import ImageSettings, ModelSettings, VisionSettings
+from genserve.common.devices import pick_device
+from genserve.common.metrics import Metrics
+from genserve.common.model_store import ModelStore
+from genserve.v1 import models_pb2, models_pb2_grpc, vision_pb2, vision_pb2_grpc
+from genserve.vision.runner import TorchRunner
+from genserve.vision.service import VisionEngine, VisionModels
+from genserve.vision.servicer import VisionServicer
+from genserve.vision.weights import load_from_store
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("efficientnet-lite0", "vgg16")
+DEFAULT_BACKBONE = "efficientnet-lite0"
+
+
+class VisionRole:
+    name = "vision"
+    failure: str | None = None
+
+    def __init__(self, models: ModelSettings, vision: VisionSettings, images: ImageSettings, metrics: Metrics) -> None:
+        self.model_settings = models
+        self.vision_settings = vision
+        self.image_settings = images
+        self.metrics = metrics
+        self.engine: VisionEngine | None = None
+        self.runner: TorchRunner | None = None
+        self.store = ModelStore(models.model_store)
+
+    def service_names(self) -> list[str]:
+        return [
+            vision_pb2.DESCRIPTOR.services_by_name["VisionService"].full_name,
+            models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+        ]
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return []
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        vision_pb2_grpc.add_VisionServiceServicer_to_server(VisionServicer(lambda: self.engine), server)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
+
+    def describe(self) -> list[models_pb2.ModelInfo] | None:
+        if self.engine is None:
+            return None
+        entries = self.store.entries()
+        models = self.engine.models
+        return [
+            model_info(
+                entries[name], models.devices[name], name == models.default_backbone, layers=backbone.layer_names
+            )
+            for name, backbone in sorted(models.backbones.items())
+        ]
+
+    async def start(self) -> None:
+        settings = self.vision_settings
+        self.runner = TorchRunner(
+            "vision", settings.concurrency, settings.max_waiting, self.model_settings.torch_threads, self.metrics
+        )
+
+        def load() -> VisionModels:
+            device = pick_device(self.model_settings.device)
+            backbones = {name: load_from_store(self.store, name, device) for name in BACKBONES}
+            return VisionModels(backbones, DEFAULT_BACKBONE, {name: str(device) for name in backbones})
+
+        # Loading is torch work: on the runner's thread, like every other torch call here.
+        models = await asyncio.wrap_future(self.runner.executor.submit(load))
+        self.engine = VisionEngine(settings, self.image_settings, models, self.runner)
+        log.info("vision: loaded %s", ", ".join(f"{n} on {d}" for n, d in models.devices.items()))
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.shutdown()
