@@ -26,7 +26,8 @@ from genserve.common.model_store import ModelStore
 from genserve.vision.backbones import EfficientNetLite0, VGG16Features
 from genserve.vision.dream import DreamParams, dream
 from genserve.vision.samples import sample_image
-from genserve.vision.style import StyleParams, StyleTransfer, channels_last_copy
+from genserve.vision.style import StyleTransfer, channels_last_copy
+from genserve.vision.style_params import StyleParams
 from genserve.vision.weights import load_from_store
 
 ROOT = Path(__file__).resolve().parents[1]

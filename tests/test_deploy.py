@@ -12,11 +12,17 @@ from genserve.common.config import ALL_SETTINGS, PortSettings, describe
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN_VARIABLES = {env for cls in ALL_SETTINGS for env, _, _ in describe(cls)}
 PORTS = PortSettings()
-GRPC_PORTS = {"gateway": PORTS.gateway_port, "text": PORTS.text_port, "vision": PORTS.vision_port}
+GRPC_PORTS = {
+    "gateway": PORTS.gateway_port,
+    "text": PORTS.text_port,
+    "vision": PORTS.vision_port,
+    "worker": PORTS.worker_port,
+}
 METRICS_PORTS = {
     "gateway": PORTS.gateway_metrics_port,
     "text": PORTS.text_metrics_port,
     "vision": PORTS.vision_metrics_port,
+    "worker": PORTS.worker_metrics_port,
 }
 
 

@@ -72,6 +72,8 @@ class Stack:
             "GENSERVE_TEXT_METRICS_PORT": self.ports.text_metrics_port,
             "GENSERVE_VISION_PORT": self.ports.vision_port,
             "GENSERVE_VISION_METRICS_PORT": self.ports.vision_metrics_port,
+            "GENSERVE_WORKER_PORT": self.ports.worker_port,
+            "GENSERVE_WORKER_METRICS_PORT": self.ports.worker_metrics_port,
         }
         busy = [f"{port} ({env})" for env, port in wanted.items() if not port_is_free(port, self.server.host)]
         if busy:
@@ -132,6 +134,7 @@ class Stack:
         for name, port, metrics_port in (
             ("text", self.ports.text_port, self.ports.text_metrics_port),
             ("vision", self.ports.vision_port, self.ports.vision_metrics_port),
+            ("worker", self.ports.worker_port, self.ports.worker_metrics_port),
             ("gateway", self.ports.gateway_port, self.ports.gateway_metrics_port),
         ):
             started = time.monotonic()

@@ -12,16 +12,13 @@ from genserve.common.errors import InvalidArgument
 from genserve.vision.backbones import VGG16Features
 from genserve.vision.color import match_color, rgb_to_ycbcr
 from genserve.vision.samples import sample_image
-from genserve.vision.style import (
-    StateMismatch,
+from genserve.vision.style import StateMismatch, StyleTransfer, blend_targets, gram_matrix, resize, scale_sizes
+from genserve.vision.style_params import (
     StyleParams,
     StyleProgress,
-    StyleTransfer,
-    blend_targets,
-    gram_matrix,
     max_scales,
-    resize,
-    scale_sizes,
+    params_from_json,
+    params_to_json,
     validate,
 )
 from tests.vision.conftest import PACKAGE_CACHE, to_rgb_tensor
@@ -314,6 +311,17 @@ def test_bad_style_images_are_refused(
     with pytest.raises(InvalidArgument) as raised:
         StyleTransfer(vgg, content, styles, params(iterations=1))
     assert message in str(raised.value)
+
+
+def test_params_survive_their_json_form() -> None:
+    params = StyleParams(style_layers=(("relu2_1", 0.5), ("relu4_1", 2.0)), color="luminance", seed=2**63 + 5)
+    assert params_from_json(params_to_json(params)) == params
+
+
+def test_the_torch_free_layer_list_is_the_network_s(vgg: VGG16Features) -> None:
+    from genserve.vision.layers import vgg16_layer_names
+
+    assert vgg16_layer_names() == vgg.layer_names
 
 
 def test_resize_keeps_the_image_when_the_size_matches() -> None:

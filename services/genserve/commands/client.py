@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from genserve.v1 import common_pb2
+    from genserve.v1 import common_pb2, vision_pb2
 
 client_app = typer.Typer(help="Call a running gateway over gRPC.", no_args_is_help=True)
 
@@ -284,32 +284,32 @@ def dream(
         )
 
 
-@client_app.command("style-preview")
-def style_preview(
-    content: Annotated[Path, typer.Argument(help="Photo whose content is kept.")],
-    output: Annotated[Path, typer.Argument(help="Where to write the result (PNG).")],
-    style: Annotated[list[str], typer.Option(help="Style image, PATH or PATH:WEIGHT (repeatable).")],
-    content_layer: Annotated[str, typer.Option(help="Content layer (default relu4_2).")] = "",
-    style_layer: Annotated[list[str] | None, typer.Option(help="Style layer NAME or NAME:WEIGHT.")] = None,
-    content_weight: Annotated[float | None, typer.Option(help="Content term weight (default 1).")] = None,
-    style_weight: Annotated[float | None, typer.Option(help="Style term weight (default 100).")] = None,
-    tv_weight: Annotated[float | None, typer.Option(help="Total-variation weight (default 10).")] = None,
-    optimizer: Annotated[str, typer.Option(help="lbfgs (default) or adam.")] = "",
-    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate (0 = default).")] = 0.0,
-    init: Annotated[str, typer.Option(help="content (default), style or noise.")] = "",
-    color: Annotated[str, typer.Option(help="none (default), luminance or histogram.")] = "",
-    iterations: Annotated[int, typer.Option(help="Steps (0 = the preview cap).")] = 0,
-    max_size: Annotated[int, typer.Option(help="Longest side (0 = the preview cap).")] = 0,
-    scales: Annotated[int, typer.Option(help="Coarse-to-fine scales (0/1 = one).")] = 0,
-    seed: SeedOption = None,
-    preview_every: PreviewEveryOption = 0,
-    preview: PreviewOption = None,
-    timeout: TimeoutOption = 600.0,
-    address: AddressOption = "127.0.0.1:50051",
-    api_key: KeyOption = "",
-) -> None:
-    """A small style transfer (StylePreview) through the gateway, with a progress bar."""
-    from genserve.v1 import common_pb2, vision_pb2, vision_pb2_grpc
+def style_request(
+    *,
+    content: Path,
+    style: list[str],
+    content_layer: str = "",
+    style_layer: list[str] | None = None,
+    content_weight: float | None = None,
+    style_weight: float | None = None,
+    tv_weight: float | None = None,
+    optimizer: str = "",
+    learning_rate: float = 0.0,
+    init: str = "",
+    color: str = "",
+    iterations: int = 0,
+    max_size: int = 0,
+    scales: int = 0,
+    seed: int | None = None,
+    preview_every: int = 0,
+) -> vision_pb2.StyleTransferRequest:
+    """The style options of the CLI → a StyleTransferRequest (reads the images).
+
+    `style` items are PATH or PATH:WEIGHT; the enum options take the lower-case names ("adam",
+    "noise", "luminance"; "" = unspecified); a weight left at None stays unset (the service default).
+    Bad values raise typer.BadParameter.
+    """
+    from genserve.v1 import common_pb2, vision_pb2
 
     optimizer_value = _enum_value(vision_pb2.StyleOptimizer, "STYLE_OPTIMIZER_", optimizer, "--optimizer")
     init_value = _enum_value(vision_pb2.StyleInit, "STYLE_INIT_", init, "--init")
@@ -343,6 +343,54 @@ def style_preview(
     )
     if seed is not None:
         request.seed = seed
+    return request
+
+
+@client_app.command("style-preview")
+def style_preview(
+    content: Annotated[Path, typer.Argument(help="Photo whose content is kept.")],
+    output: Annotated[Path, typer.Argument(help="Where to write the result (PNG).")],
+    style: Annotated[list[str], typer.Option(help="Style image, PATH or PATH:WEIGHT (repeatable).")],
+    content_layer: Annotated[str, typer.Option(help="Content layer (default relu4_2).")] = "",
+    style_layer: Annotated[list[str] | None, typer.Option(help="Style layer NAME or NAME:WEIGHT.")] = None,
+    content_weight: Annotated[float | None, typer.Option(help="Content term weight (default 1).")] = None,
+    style_weight: Annotated[float | None, typer.Option(help="Style term weight (default 100).")] = None,
+    tv_weight: Annotated[float | None, typer.Option(help="Total-variation weight (default 10).")] = None,
+    optimizer: Annotated[str, typer.Option(help="lbfgs (default) or adam.")] = "",
+    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate (0 = default).")] = 0.0,
+    init: Annotated[str, typer.Option(help="content (default), style or noise.")] = "",
+    color: Annotated[str, typer.Option(help="none (default), luminance or histogram.")] = "",
+    iterations: Annotated[int, typer.Option(help="Steps (0 = the preview cap).")] = 0,
+    max_size: Annotated[int, typer.Option(help="Longest side (0 = the preview cap).")] = 0,
+    scales: Annotated[int, typer.Option(help="Coarse-to-fine scales (0/1 = one).")] = 0,
+    seed: SeedOption = None,
+    preview_every: PreviewEveryOption = 0,
+    preview: PreviewOption = None,
+    timeout: TimeoutOption = 600.0,
+    address: AddressOption = "127.0.0.1:50051",
+    api_key: KeyOption = "",
+) -> None:
+    """A small style transfer (StylePreview) through the gateway, with a progress bar."""
+    from genserve.v1 import vision_pb2_grpc
+
+    request = style_request(
+        content=content,
+        style=style,
+        content_layer=content_layer,
+        style_layer=style_layer,
+        content_weight=content_weight,
+        style_weight=style_weight,
+        tv_weight=tv_weight,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        init=init,
+        color=color,
+        iterations=iterations,
+        max_size=max_size,
+        scales=scales,
+        seed=seed,
+        preview_every=preview_every,
+    )
     with _channel(address) as channel:
         events = vision_pb2_grpc.VisionServiceStub(channel).StylePreview(
             request, timeout=timeout, metadata=_metadata(api_key)

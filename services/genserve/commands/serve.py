@@ -13,6 +13,7 @@ class RoleName(StrEnum):
     gateway = "gateway"
     text = "text"
     vision = "vision"
+    worker = "worker"
 
 
 def serve(
@@ -28,9 +29,11 @@ def serve(
     from genserve.common.config import (
         GatewaySettings,
         ImageSettings,
+        JobSettings,
         ModelSettings,
         PortSettings,
         ServerSettings,
+        StackSettings,
         TextSettings,
         VisionSettings,
         from_env,
@@ -42,6 +45,7 @@ def serve(
     ports = from_env(PortSettings)
     configure_logging(server_settings.log_level)
     metrics = Metrics()
+    redis_url = from_env(StackSettings).redis_url
     instance: Role
     if role is RoleName.text:
         from genserve.text.role import TextRole
@@ -53,10 +57,20 @@ def serve(
 
         instance = VisionRole(from_env(ModelSettings), from_env(VisionSettings), from_env(ImageSettings), metrics)
         default_port, default_metrics = ports.vision_port, ports.vision_metrics_port
+    elif role is RoleName.worker:
+        from genserve.jobs.role import WorkerRole
+
+        instance = WorkerRole(
+            from_env(ModelSettings), from_env(JobSettings), from_env(ImageSettings), redis_url, metrics
+        )
+        default_port, default_metrics = ports.worker_port, ports.worker_metrics_port
     else:
         from genserve.gateway.role import GatewayRole
 
-        instance = GatewayRole(server_settings, from_env(GatewaySettings), metrics)
+        instance = GatewayRole(
+            server_settings, from_env(GatewaySettings), metrics, from_env(JobSettings), from_env(ImageSettings),
+            redis_url,
+        )  # fmt: skip
         default_port, default_metrics = ports.gateway_port, ports.gateway_metrics_port
     failure = asyncio.run(
         serve_until_signalled(

@@ -29,14 +29,16 @@ def up() -> None:
                 f"gateway (gRPC)  {gateway}\n"
                 f"metrics         http://127.0.0.1:{ready.ports.gateway_metrics_port}/metrics (gateway), "
                 f"http://127.0.0.1:{ready.ports.text_metrics_port}/metrics (text), "
-                f"http://127.0.0.1:{ready.ports.vision_metrics_port}/metrics (vision)\n"
+                f"http://127.0.0.1:{ready.ports.vision_metrics_port}/metrics (vision), "
+                f"http://127.0.0.1:{ready.ports.worker_metrics_port}/metrics (worker)\n"
                 f"redis           {ready.redis_url}\n"
                 f"logs            {ready.log_dir}/\n\n"
                 f"Try it from another terminal:\n"
                 f'  .venv/bin/genserve client text "ROMEO:" --max-tokens 200 --address {gateway}\n'
                 f'  grpcurl -plaintext -d \'{{"prompt": "JULIET:", "max_tokens": 120}}\' '
                 f"{gateway} genserve.v1.TextService/GenerateStream\n"
-                f"  .venv/bin/genserve client dream PHOTO.jpg dream.png --address {gateway}\n\n"
+                f"  .venv/bin/genserve client dream PHOTO.jpg dream.png --address {gateway}\n"
+                f"  .venv/bin/genserve jobs submit PHOTO.jpg --style PAINTING.jpg --watch --address {gateway}\n\n"
                 f"Ctrl-C stops everything.",
                 title="genserve",
             )

@@ -106,6 +106,8 @@ class PortSettings:
     text_metrics_port: int = setting("GENSERVE_TEXT_METRICS_PORT", 9461, "Text service /metrics port.")
     vision_port: int = setting("GENSERVE_VISION_PORT", 50062, "Vision service gRPC port.")
     vision_metrics_port: int = setting("GENSERVE_VISION_METRICS_PORT", 9462, "Vision service /metrics port.")
+    worker_port: int = setting("GENSERVE_WORKER_PORT", 50064, "Job worker gRPC port (health checks only).")
+    worker_metrics_port: int = setting("GENSERVE_WORKER_METRICS_PORT", 9464, "Job worker /metrics port.")
 
 
 @dataclass(frozen=True)
@@ -227,8 +229,48 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class JobSettings:
+    """Style-transfer jobs: the queue's limits, the workers' checkpoints and claims."""
+
+    max_active: int = setting(
+        "GENSERVE_JOB_MAX_ACTIVE",
+        1000,
+        "Most jobs queued or running at once; beyond it Submit gets RESOURCE_EXHAUSTED.",
+    )
+    max_active_per_key: int = setting(
+        "GENSERVE_JOB_MAX_ACTIVE_PER_KEY", 100, "Most jobs queued or running at once for one API key."
+    )
+    max_size: int = setting("GENSERVE_JOB_MAX_SIZE", 1024, "Largest output side a job may ask for, in pixels.")
+    max_steps: int = setting("GENSERVE_JOB_MAX_STEPS", 2000, "Most optimisation steps a job may ask for.")
+    ttl_seconds: float = setting(
+        "GENSERVE_JOB_TTL_SECONDS", 86400.0, "A finished job's record, events and result are kept this long."
+    )
+    checkpoint_every: int = setting(
+        "GENSERVE_JOB_CHECKPOINT_EVERY", 20, "Workers save the engine state every this many steps."
+    )
+    claim_idle_seconds: float = setting(
+        "GENSERVE_JOB_CLAIM_IDLE_SECONDS",
+        30.0,
+        "A running job whose worker has not been heard from this long is claimed by another worker and resumed.",
+    )
+    heartbeat_seconds: float = setting(
+        "GENSERVE_JOB_HEARTBEAT_SECONDS", 5.0, "How often a worker renews its claim (must be under half the idle time)."
+    )
+    max_attempts: int = setting(
+        "GENSERVE_JOB_MAX_ATTEMPTS",
+        3,
+        "A job whose worker died this many times while running it is FAILED (dead-lettered) instead of resumed.",
+    )
+    redis_retry_seconds: float = setting(
+        "GENSERVE_JOB_REDIS_RETRY_SECONDS",
+        60.0,
+        "How long a worker keeps retrying an unreachable Redis before it gives its job up for another worker.",
+    )
+
+
+@dataclass(frozen=True)
 class StackSettings:
-    """`genserve up`: the local stack and its private Redis."""
+    """`genserve up` (the local stack and its private Redis), and where every process finds Redis."""
 
     redis_url: str = setting(
         "REDIS_URL", "", "Use this Redis instead of starting a private one (redis://host:port/db)."
@@ -249,6 +291,7 @@ ALL_SETTINGS: tuple[type, ...] = (
     ImageSettings,
     VisionSettings,
     GatewaySettings,
+    JobSettings,
     StackSettings,
 )
 

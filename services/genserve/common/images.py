@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from genserve.common.errors import InvalidArgument, ResourceExhausted
+
+if TYPE_CHECKING:  # torch is imported by the tensor helpers only: the gateway decodes images without it
+    import torch
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 
@@ -83,12 +86,16 @@ def fit_within(image: Image.Image, max_side: int) -> Image.Image:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image → (1, 3, H, W) float32 in [0, 1]."""
+    import torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def from_tensor(tensor: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) float in [0, 1] → RGB PIL image (rounded, clipped)."""
+    import torch
+
     if tensor.dim() == 4:
         tensor = tensor[0]
     array = tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -105,14 +112,14 @@ class EncodedImage:
 
 def png_image(image: Image.Image | torch.Tensor) -> EncodedImage:
     """Encode as PNG, keeping the size for the reply."""
-    if isinstance(image, torch.Tensor):
+    if not isinstance(image, Image.Image):
         image = from_tensor(image)
     return EncodedImage(encode_png(image), image.width, image.height)
 
 
 def encode_png(image: Image.Image | torch.Tensor) -> bytes:
     """PNG bytes; deterministic for the same pixels (no timestamps or text chunks)."""
-    if isinstance(image, torch.Tensor):
+    if not isinstance(image, Image.Image):
         image = from_tensor(image)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)

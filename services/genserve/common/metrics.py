@@ -117,6 +117,47 @@ class Metrics:
             ["service"],
             registry=registry,
         )
+        # Jobs: the gateway samples the queue; workers count what they run.
+        self.jobs_queued = Gauge("genserve_jobs_queued", "Style-transfer jobs waiting for a worker.", registry=registry)
+        self.jobs_running = Gauge("genserve_jobs_running", "Style-transfer jobs being run.", registry=registry)
+        self.jobs_submitted = Counter(
+            "genserve_jobs_submitted_total",
+            "Jobs accepted by SubmitStyleTransfer (not idempotent repeats).",
+            registry=registry,
+        )
+        self.jobs_finished = Counter(
+            "genserve_jobs_finished_total",
+            "Jobs ended, by terminal state, as seen by workers.",
+            ["state"],
+            registry=registry,
+        )
+        self.job_attempts = Counter(
+            "genserve_job_attempts_total",
+            "Attempts started: first runs and resumptions.",
+            ["kind"],
+            registry=registry,
+        )
+        self.jobs_claimed = Counter(
+            "genserve_jobs_claimed_total", "Jobs claimed from a worker that went silent.", registry=registry
+        )
+        self.job_queue_wait_seconds = Histogram(
+            "genserve_job_queue_wait_seconds",
+            "From submit to the first attempt's start.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.job_run_seconds = Histogram(
+            "genserve_job_run_seconds",
+            "From the first start to success, resumptions included.",
+            buckets=(*LATENCY_BUCKETS, 1800, 3600, 7200),
+            registry=registry,
+        )
+        self.job_step_seconds = Histogram(
+            "genserve_job_step_seconds",
+            "One optimisation step of a job, reporting included.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16),
+            registry=registry,
+        )
         # Gateway.
         self.auth_failures = Counter(
             "genserve_auth_failures_total",

@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+import contextlib
+import logging
 
-from genserve.common.config import GatewaySettings, ServerSettings
+import grpc
+from redis.exceptions import RedisError
+
+from genserve.common.config import GatewaySettings, ImageSettings, JobSettings, ServerSettings
+from genserve.common.errors import Unavailable
 from genserve.common.metrics import Metrics
+from genserve.common.redis_clients import async_client
 from genserve.gateway.auth import Gatekeeper, parse_api_keys
 from genserve.gateway.catalog import GatewayCatalogServicer
 from genserve.gateway.forward import Backend, CallPolicy, forwarding_handler
-from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2, vision_pb2
+from genserve.jobs.queue import JobQueue
+from genserve.jobs.servicer import JobServicer
+from genserve.v1 import jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc, text_pb2, vision_pb2
+
+log = logging.getLogger(__name__)
+GAUGE_SECONDS = 2.0  # how often the job gauges are sampled from Redis
 
 
 class GatewayRole:
     name = "gateway"
     failure: str | None = None
 
-    def __init__(self, server: ServerSettings, gateway: GatewaySettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        server: ServerSettings,
+        gateway: GatewaySettings,
+        metrics: Metrics,
+        jobs: JobSettings | None = None,
+        images: ImageSettings | None = None,
+        redis_url: str = "",
+    ) -> None:
         self.server_settings = server
         self.settings = gateway
         self.metrics = metrics
+        self.job_settings = jobs or JobSettings()
+        self.image_settings = images or ImageSettings()
+        self.redis_url = redis_url
+        self.queue: JobQueue | None = None
+        self.sampler: asyncio.Task[None] | None = None
         self.policy = CallPolicy(gateway, metrics)
         # (public service, backend name, backend address)
         self.routes = [
@@ -33,6 +58,7 @@ class GatewayRole:
         return [
             *(service.full_name for service, _, _ in self.routes),
             models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+            jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
         ]
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
@@ -45,10 +71,37 @@ class GatewayRole:
             self.backends.append(backend)
             server.add_generic_rpc_handlers([forwarding_handler(service, backend, self.policy)])
         models_pb2_grpc.add_ModelServiceServicer_to_server(GatewayCatalogServicer(self.backends, self.policy), server)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(
+            JobServicer(self.job_queue, self.job_settings, self.image_settings, self.metrics), server
+        )
+
+    def job_queue(self) -> JobQueue:
+        if self.queue is None:
+            raise Unavailable("the job API needs Redis: set REDIS_URL (genserve up starts one)")
+        return self.queue
 
     async def start(self) -> None:
-        """Nothing to load: the gateway is ready as soon as it listens."""
+        """Connect to Redis for the job API; nothing else to load."""
+        if not self.redis_url:
+            log.warning("REDIS_URL is not set: JobService answers UNAVAILABLE")
+            return
+        client = async_client(self.redis_url)
+        self.queue = JobQueue(client, self.job_settings, self.redis_url)
+        await self.queue.ensure_group()
+        self.sampler = asyncio.create_task(self._sample_gauges(self.queue))
+
+    async def _sample_gauges(self, queue: JobQueue) -> None:
+        while True:
+            with contextlib.suppress(RedisError):
+                queued, running = await queue.counts()
+                self.metrics.jobs_queued.set(queued)
+                self.metrics.jobs_running.set(running)
+            await asyncio.sleep(GAUGE_SECONDS)
 
     async def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.cancel()
         for backend in self.backends:
             await backend.close()
+        if self.queue is not None:
+            await self.queue.client.aclose()

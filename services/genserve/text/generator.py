@@ -10,12 +10,12 @@ rows from the batch at the next step.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from genserve.common.config import TextSettings
 from genserve.common.errors import InvalidArgument, NotFound, require_range
+from genserve.common.seeds import fresh_seed
 from genserve.text.engine import CompletionSpec, CompletionUpdate
 from genserve.text.sampling import SamplingConfig
 from genserve.text.worker import ModelDescription, Submit
@@ -166,7 +166,7 @@ class TextGenerator:
                 f"n × temperatures = {n} × {len(temperatures)} = {total} completions; "
                 f"at most {settings.max_completions} per request"
             )
-        seed = request.seed if request.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        seed = request.seed if request.seed is not None else fresh_seed() >> 1
         specs, planned = [], []
         for t_index, temperature in enumerate(temperatures):
             sampling = self._sampling(request.sampling, temperature, model.vocab.size)

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from genserve.common.model_store import ModelStoreError
+from genserve.vision.layers import VGG16_BLOCKS, vgg16_layer_names
 
 FORMAT = "genserve.vision/1"
 FETCH_COMMAND = "genserve models fetch"
@@ -73,21 +74,8 @@ class Backbone(nn.Module):
 
 # --- VGG16 ----------------------------------------------------------------------------------
 
-# Output channels of each conv, block by block (Simonyan & Zisserman's configuration D).
-VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 # The Caffe VGG/HED input: BGR on the 0..255 scale minus these per-channel means (BGR order).
 VGG16_MEAN_BGR = (104.00699, 116.66877, 122.67892)
-
-
-def vgg16_layer_names() -> list[str]:
-    """conv1_1, relu1_1, conv1_2, relu1_2, pool1, conv2_1, ... relu5_3 (no pool5: nothing reads it)."""
-    names: list[str] = []
-    for block, widths in enumerate(VGG16_BLOCKS, start=1):
-        if block > 1:
-            names.append(f"pool{block - 1}")
-        for conv in range(1, len(widths) + 1):
-            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
-    return names
 
 
 class VGG16Features(Backbone):

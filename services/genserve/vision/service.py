@@ -8,7 +8,6 @@ the result back. Cancelling or a passed deadline stops the work at its next step
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +17,12 @@ import torch
 from genserve.common.config import ImageSettings, VisionSettings
 from genserve.common.errors import InvalidArgument
 from genserve.common.images import EncodedImage, ImageLimits, decode_image, fit_within, png_image, to_tensor
+from genserve.common.seeds import fresh_seed
 from genserve.vision.backbones import Backbone, VGG16Features
 from genserve.vision.dream import DreamParams, DreamProgress, dream, validate
 from genserve.vision.runner import Emit, TorchRunner, check_cancelled
-from genserve.vision.style import StyleParams, StyleProgress, StyleTransfer
-from genserve.vision.style import validate as validate_style
-
-MAX_PREVIEW_EVERY = 1000
+from genserve.vision.style import StyleTransfer
+from genserve.vision.style_params import StyleParams, StyleProgress, check_preview_every, check_request
 
 
 @dataclass(frozen=True)
@@ -77,16 +75,6 @@ class VisionModels:
         return model
 
 
-def fresh_seed() -> int:
-    return int.from_bytes(os.urandom(8), "little") >> 1
-
-
-def _check_preview_every(value: int) -> int:
-    if not 0 <= value <= MAX_PREVIEW_EVERY:
-        raise InvalidArgument(f"preview_every must be in [0, {MAX_PREVIEW_EVERY}] (0 = no previews), got {value}")
-    return value
-
-
 class VisionEngine:
     def __init__(
         self, settings: VisionSettings, images: ImageSettings, models: VisionModels, runner: TorchRunner
@@ -120,7 +108,7 @@ class VisionEngine:
         name, backbone = self.backbone(request.backbone)
         seed = request.seed if request.seed is not None else fresh_seed()
         params = validate(DreamParams(**{**request.params.__dict__, "seed": seed}), name, backbone.layer_names)
-        preview_every = _check_preview_every(request.preview_every)
+        preview_every = check_preview_every(request.preview_every)
         limit = self.settings.dream_max_size
         max_size = request.max_size or limit
         if not 16 <= max_size <= limit:
@@ -155,10 +143,8 @@ class VisionEngine:
                 f"steps, {params.max_size} px); submit bigger runs as jobs with JobService.SubmitStyleTransfer"
             )
         seed = request.seed if request.seed is not None else fresh_seed()
-        params = validate_style(StyleParams(**{**params.__dict__, "seed": seed}), vgg.layer_names, max_steps, max_size)
-        preview_every = _check_preview_every(request.preview_every)
-        if not request.styles:
-            raise InvalidArgument("styles must hold at least one style image")
+        params = check_request(params, seed, request.preview_every, len(request.styles), max_steps, max_size)
+        preview_every = request.preview_every
         content = await self._decode(request.content, "content")
         styles = [
             (await self._decode(image, f"styles[{i}].image"), weight)
