@@ -50,6 +50,8 @@ test: lint typecheck models
 bench: models
 	$(BIN)/python bench/text_throughput.py
 	$(BIN)/python bench/vision.py
+	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/faults.py
 
 # Remakes docs/gallery through a running stack (`make up` in another terminal).
 gallery: install

@@ -130,7 +130,8 @@ def test_fenced_writes_of_a_superseded_attempt_are_refused(
     assert checkpoint(args=[PREFIX, job_id, 1, 7, b"state"]) == b"superseded"
     assert finish(args=[PREFIX, job_id, 1, "SUCCEEDED", "", b"png", 60_000]) == b"superseded"
     record = client.hgetall(job_key(job_id))
-    assert record[b"step"] == b"1" and record[b"state"] == b"RUNNING" and record[b"attempt"] == b"2"
+    # Attempt 2 starts from the (absent) checkpoint: step 0; the refused write of attempt 1 left no trace.
+    assert record[b"step"] == b"0" and record[b"state"] == b"RUNNING" and record[b"attempt"] == b"2"
     assert not client.exists(job_key(job_id) + ":result") and not client.exists(job_key(job_id) + ":checkpoint")
     assert finish(args=[PREFIX, job_id, 2, "SUCCEEDED", "", b"png", 60_000]) == b"ok"
     assert finish(args=[PREFIX, job_id, 2, "SUCCEEDED", "", b"png2", 60_000]) == b"SUCCEEDED"  # once only

@@ -143,7 +143,9 @@ if state == 'RUNNING' then
 end
 local attempt = redis.call('HINCRBY', jobkey, 'attempt', 1)
 local now = now_ms()
-redis.call('HSET', jobkey, 'state', 'RUNNING', 'worker', ARGV[4], 'heartbeat_ms', now)
+-- The record shows where this attempt starts: the checkpoint's step, not the lost attempt's last.
+redis.call('HSET', jobkey, 'state', 'RUNNING', 'worker', ARGV[4], 'heartbeat_ms', now,
+  'step', redis.call('HGET', jobkey, 'checkpoint_step'))
 if redis.call('HGET', jobkey, 'started_ms') == '' then redis.call('HSET', jobkey, 'started_ms', now) end
 redis.call('SADD', prefix .. 'jobs:running', id)
 local h = redis.call('HMGET', jobkey, 'checkpoint_step', 'total_steps', 'losses')
