@@ -52,6 +52,7 @@ bench: models
 	$(BIN)/python bench/vision.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/latent.py
 
 # Remakes docs/gallery through a running stack (`make up` in another terminal).
 gallery: install

@@ -30,3 +30,13 @@ $G client style-preview var/samples/astronaut.png $OUT/astronaut-scream-luminanc
     --style var/samples/scream.png --color luminance --seed 1
 $G client style-preview var/samples/astronaut.png $OUT/astronaut-scream-histogram.png \
     --style var/samples/scream.png --color histogram --seed 1
+
+# Latent space (the sample digits are the most typical of each class in MNIST's test split).
+$G client sample $OUT/vae-samples.png --model mnist-vae-16d --n 32 --seed 7
+$G client interpolate $OUT/vae-interpolation.png --model mnist-vae-16d \
+    --start var/samples/digit-3.png --end var/samples/digit-7.png
+$G client manifold $OUT/vae-manifold.png --model mnist-vae-2d --grid 15
+$G client concept $OUT/vae-thicker.png --model mnist-vae-16d --concept thicker \
+    --image var/samples/digit-7.png --strengths=-1,-0.5,0,0.5,1,1.5
+$G client concept $OUT/vae-3-to-8.png --model mnist-vae-16d --concept 3-to-8 \
+    --image var/samples/digit-3.png --strengths 0,0.5,1,1.5,2

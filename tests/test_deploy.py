@@ -16,12 +16,14 @@ GRPC_PORTS = {
     "gateway": PORTS.gateway_port,
     "text": PORTS.text_port,
     "vision": PORTS.vision_port,
+    "latent": PORTS.latent_port,
     "worker": PORTS.worker_port,
 }
 METRICS_PORTS = {
     "gateway": PORTS.gateway_metrics_port,
     "text": PORTS.text_metrics_port,
     "vision": PORTS.vision_metrics_port,
+    "latent": PORTS.latent_metrics_port,
     "worker": PORTS.worker_metrics_port,
 }
 

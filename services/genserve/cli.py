@@ -9,6 +9,7 @@ import typer
 
 from genserve.commands.client import client_app
 from genserve.commands.jobs import jobs_app
+from genserve.commands.latent_client import register as register_latent_client
 from genserve.commands.models import models_app
 from genserve.commands.serve import serve
 from genserve.commands.train import train_app
@@ -23,6 +24,7 @@ app.command()(up)
 app.command()(serve)
 app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
+register_latent_client(client_app)
 app.add_typer(client_app, name="client")
 app.add_typer(jobs_app, name="jobs")
 

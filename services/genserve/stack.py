@@ -72,6 +72,8 @@ class Stack:
             "GENSERVE_TEXT_METRICS_PORT": self.ports.text_metrics_port,
             "GENSERVE_VISION_PORT": self.ports.vision_port,
             "GENSERVE_VISION_METRICS_PORT": self.ports.vision_metrics_port,
+            "GENSERVE_LATENT_PORT": self.ports.latent_port,
+            "GENSERVE_LATENT_METRICS_PORT": self.ports.latent_metrics_port,
             "GENSERVE_WORKER_PORT": self.ports.worker_port,
             "GENSERVE_WORKER_METRICS_PORT": self.ports.worker_metrics_port,
         }
@@ -102,6 +104,7 @@ class Stack:
                 "REDIS_URL": self.redis_url,
                 "GENSERVE_TEXT_ADDR": f"127.0.0.1:{self.ports.text_port}",
                 "GENSERVE_VISION_ADDR": f"127.0.0.1:{self.ports.vision_port}",
+                "GENSERVE_LATENT_ADDR": f"127.0.0.1:{self.ports.latent_port}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -134,6 +137,7 @@ class Stack:
         for name, port, metrics_port in (
             ("text", self.ports.text_port, self.ports.text_metrics_port),
             ("vision", self.ports.vision_port, self.ports.vision_metrics_port),
+            ("latent", self.ports.latent_port, self.ports.latent_metrics_port),
             ("worker", self.ports.worker_port, self.ports.worker_metrics_port),
             ("gateway", self.ports.gateway_port, self.ports.gateway_metrics_port),
         ):

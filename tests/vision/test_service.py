@@ -128,7 +128,20 @@ def test_cancel_stops_the_dream_within_a_step_and_frees_the_slot(
     assert list(stub.Dream(small_dream(cat), timeout=120))[-1].HasField("result"), "the slot is free again"
 
 
-def test_a_full_queue_gives_resource_exhausted(stub: vision_pb2_grpc.VisionServiceStub, cat: bytes) -> None:
+def wait_until_idle(vision: tuple[ServerProcess, ServerProcess], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = vision[0].metrics()
+        busy = re.findall(r'^genserve_work_(?:running|waiting)\{service="vision"\} (\S+)$', text, re.M)
+        if busy and all(float(value) == 0 for value in busy):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the vision service did not become idle")
+
+
+def test_a_full_queue_gives_resource_exhausted(
+    stub: vision_pb2_grpc.VisionServiceStub, vision: tuple[ServerProcess, ServerProcess], cat: bytes
+) -> None:
     long = small_dream(cat, octaves=3, steps_per_octave=200)
     calls = [stub.Dream(long, timeout=120), stub.Dream(long, timeout=120)]  # one runs, one waits
     next(calls[0])
@@ -139,6 +152,7 @@ def test_a_full_queue_gives_resource_exhausted(stub: vision_pb2_grpc.VisionServi
         call.cancel()
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "1 running and 1 waiting" in info.value.details()
+    wait_until_idle(vision)  # the next test must find the slots free
 
 
 INVALID, EXHAUSTED = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -240,6 +254,7 @@ def test_health_answers_while_a_dream_runs(
         assert running(vision) == 1
     finally:
         call.cancel()
+        wait_until_idle(vision)
 
 
 def style_request(cat: bytes, hubble: bytes, **params: object) -> vision_pb2.StyleTransferRequest:

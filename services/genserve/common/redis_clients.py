@@ -38,3 +38,10 @@ def async_client(url: str) -> aioredis.Redis:
         retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
         retry_on_error=RETRY_ON,
     )
+
+
+def text_of(value: bytes | str | None) -> str:
+    """A Redis reply (bytes, or str from a decoding client) as str; None as ""."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value

@@ -18,7 +18,7 @@ from genserve.gateway.catalog import GatewayCatalogServicer
 from genserve.gateway.forward import Backend, CallPolicy, forwarding_handler
 from genserve.jobs.queue import JobQueue
 from genserve.jobs.servicer import JobServicer
-from genserve.v1 import jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc, text_pb2, vision_pb2
+from genserve.v1 import jobs_pb2, jobs_pb2_grpc, latent_pb2, models_pb2, models_pb2_grpc, text_pb2, vision_pb2
 
 log = logging.getLogger(__name__)
 GAUGE_SECONDS = 2.0  # how often the job gauges are sampled from Redis
@@ -50,6 +50,7 @@ class GatewayRole:
         self.routes = [
             (text_pb2.DESCRIPTOR.services_by_name["TextService"], "text", gateway.text_addr),
             (vision_pb2.DESCRIPTOR.services_by_name["VisionService"], "vision", gateway.vision_addr),
+            (latent_pb2.DESCRIPTOR.services_by_name["LatentService"], "latent", gateway.latent_addr),
         ]
         self.backends: list[Backend] = []
         self.gatekeeper = Gatekeeper(parse_api_keys(gateway.api_keys), gateway.max_concurrent_calls, metrics)

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from genserve.common.config import JobSettings
 from genserve.common.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
+from genserve.common.redis_clients import text_of
 from genserve.jobs import scripts
 from genserve.jobs.records import (
     ACTIVE,
@@ -27,7 +28,6 @@ from genserve.jobs.records import (
     job_key,
     new_job_id,
     owner_jobs_key,
-    text_of,
 )
 
 WATCH_BLOCK_MS = 5000  # one XREAD wait; the loop re-checks the record between waits

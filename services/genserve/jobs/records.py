@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from genserve.common.redis_clients import text_of
+
 PREFIX = "genserve:"
 QUEUE = PREFIX + "jobs:queue"
 ACTIVE = PREFIX + "jobs:active"
@@ -28,12 +30,6 @@ def owner_jobs_key(owner: str) -> str:
 def new_job_id() -> str:
     """Sorts by creation time (milliseconds, hex), then 40 random bits: unique without coordination."""
     return f"{int(time.time() * 1000):012x}{os.urandom(5).hex()}"
-
-
-def text_of(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _int(value: bytes | str | None) -> int:

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import lzma
-import shutil
-import subprocess
-import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from genserve.common.packages import PackageFetchError, fetch_pinned_package, sha256_of
+from genserve.common.packages import PackageFetchError, deb_member, fetch_pinned_deb, fetch_pinned_package
 
 SKIMAGE = ("scikit-image", "0.26.0", "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af")
 DARKNET_DEB = "darknet_0.0.0+git20180914.61c9d02e-2+b4_amd64.deb"
@@ -66,42 +62,7 @@ def _skimage_member(cache: Path, member: str) -> bytes:
 
 
 def _darknet_deb(cache: Path) -> Path:
-    deb = cache / DARKNET_DEB
-    if not deb.exists():
-        if shutil.which("apt-get") is None:
-            raise PackageFetchError("the darknet sample needs apt-get (Debian/Ubuntu); skip it on this system")
-        cache.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            ["apt-get", "download", f"darknet={DARKNET_VERSION}"], cwd=cache, capture_output=True, text=True
-        )
-        if result.returncode != 0 or not deb.exists():
-            raise PackageFetchError(f"apt-get download darknet failed: {result.stderr.strip()[-300:]}")
-    if sha256_of(deb) != DARKNET_SHA256:
-        deb.unlink()
-        raise PackageFetchError(f"{DARKNET_DEB} does not match its pinned sha256; removed")
-    return deb
-
-
-def _deb_member(deb: Path, member: str) -> bytes:
-    """A file from a .deb (an `ar` archive holding data.tar.xz), without dpkg."""
-    data = deb.read_bytes()
-    if not data.startswith(b"!<arch>\n"):
-        raise PackageFetchError(f"{deb} is not a Debian package")
-    offset = 8
-    while offset + 60 <= len(data):
-        header = data[offset : offset + 60]
-        name = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        body = data[offset + 60 : offset + 60 + size]
-        if name.startswith("data.tar"):
-            raw = lzma.decompress(body) if name.endswith(".xz") else body
-            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-                extracted = tar.extractfile(member)
-                if extracted is None:
-                    break
-                return extracted.read()
-        offset += 60 + size + (size % 2)
-    raise PackageFetchError(f"{member} not found in {deb}")
+    return fetch_pinned_deb("darknet", DARKNET_VERSION, DARKNET_DEB, DARKNET_SHA256, cache)
 
 
 def sample_bytes(name: str, cache: Path) -> tuple[Sample, bytes]:
@@ -112,7 +73,7 @@ def sample_bytes(name: str, cache: Path) -> tuple[Sample, bytes]:
     if sample.source == "skimage":
         raw = _skimage_member(cache, sample.member)
     else:
-        raw = _deb_member(_darknet_deb(cache), sample.member)
+        raw = deb_member(_darknet_deb(cache), sample.member)
     if hashlib.sha256(raw).hexdigest() != sample.sha256:
         raise PackageFetchError(f"{sample.member} does not match its pinned sha256")
     return sample, raw

@@ -1,0 +1,112 @@
+"""The latent role: loads the VAEs and GANs, then serves LatentService and ModelService."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from genserve.common.catalog import CatalogServicer, model_info
+from genserve.common.config import ImageSettings, LatentSettings, ModelSettings
+from genserve.common.devices import configure_torch, pick_device
+from genserve.common.images import ImageLimits
+from genserve.common.metrics import Metrics
+from genserve.common.model_store import ModelStore
+from genserve.common.redis_clients import async_client
+from genserve.latent.concepts import UserConcepts, concepts_path, load_builtin
+from genserve.latent.service import LatentEngine, LatentModel
+from genserve.latent.servicer import LatentServicer
+from genserve.v1 import latent_pb2, latent_pb2_grpc, models_pb2, models_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class LatentRole:
+    name = "latent"
+    failure: str | None = None
+
+    def __init__(
+        self, models: ModelSettings, latent: LatentSettings, images: ImageSettings, redis_url: str, metrics: Metrics
+    ) -> None:
+        self.model_settings = models
+        self.settings = latent
+        self.image_settings = images
+        self.redis_url = redis_url
+        self.metrics = metrics
+        self.store = ModelStore(models.model_store)
+        self.engine: LatentEngine | None = None
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="latent-torch", initializer=configure_torch,
+            initargs=(models.torch_threads,),
+        )  # fmt: skip
+
+    def service_names(self) -> list[str]:
+        return [
+            latent_pb2.DESCRIPTOR.services_by_name["LatentService"].full_name,
+            models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+        ]
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return []
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(lambda: self.engine), server)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
+
+    def describe(self) -> list[models_pb2.ModelInfo] | None:
+        if self.engine is None:
+            return None
+        return [
+            model_info(
+                m.entry,
+                str(m.device),
+                name == self.engine.default,
+                {"latent_dim": str(m.latent_dim), "concepts": ",".join(sorted(m.builtin))},
+            )
+            for name, m in sorted(self.engine.models.items())
+        ]
+
+    async def start(self) -> None:
+        from genserve.latent.models import load_model
+
+        wanted = {name.strip() for name in self.settings.models.split(",") if name.strip()}
+        entries = [e for e in self.store.entries_of("latent") if not wanted or e.name in wanted]
+        missing = wanted - {e.name for e in entries}
+        if missing:
+            raise ValueError(f"GENSERVE_LATENT_MODELS names models not in the store: {', '.join(sorted(missing))}")
+        if not entries:
+            raise ValueError("no latent models in the model store (family 'latent' in model_store/manifest.json)")
+
+        def load() -> dict[str, LatentModel]:
+            device = pick_device(self.model_settings.device)
+            loaded = {}
+            for entry in entries:
+                path = self.store.verified_path(entry)
+                # float64: a GEMM's float32 rounding depends on the batch's size, which would let one image's
+                # pixels depend on the requests it shared a pass with; in float64 the difference never reaches
+                # an 8-bit level, and on CPU these small networks run about as fast.
+                network = load_model(path, device).double()
+                loaded[entry.name] = LatentModel(
+                    entry.name, entry, network, device, load_builtin(concepts_path(path), entry.name)
+                )
+            return loaded
+
+        models = await asyncio.wrap_future(self.executor.submit(load))
+        default = self.settings.default_model if self.settings.default_model in models else sorted(models)[0]
+        client = async_client(self.redis_url) if self.redis_url else None
+        if client is None:
+            log.warning("REDIS_URL is not set: user concepts are kept in memory and lost on restart")
+        limits = ImageLimits(self.image_settings.max_image_pixels, self.image_settings.max_image_bytes)
+        self.engine = LatentEngine(
+            self.settings, limits, models, default, self.executor, UserConcepts(client, self.settings.max_concepts)
+        )
+        log.info("latent: loaded %s (default %s)", ", ".join(sorted(models)), default)
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.batcher.close()
+            if self.engine.concepts.client is not None:
+                await self.engine.concepts.client.aclose()
+        self.executor.shutdown(wait=False, cancel_futures=True)
