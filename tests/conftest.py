@@ -7,6 +7,7 @@ loopback ports and talk to them over real sockets; nothing the machine happens t
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,26 @@ MODEL_STORE = ROOT / "model_store"
 
 def start_role(role: str, log_dir: Path, env: Mapping[str, str] | None = None) -> ServerProcess:
     return ServerProcess(role, log_dir, {"GENSERVE_MODEL_STORE": str(MODEL_STORE), **(env or {})})
+
+
+@contextmanager
+def behind_gateway(
+    role: str, log_dir: Path, env: Mapping[str, str], gateway_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """A backend `role` and a gateway routing to it (GENSERVE_<ROLE>_ADDR), both stopped afterwards."""
+    backend = start_role(role, log_dir, env)
+    try:
+        gateway = start_role(
+            "gateway", log_dir, {f"GENSERVE_{role.upper()}_ADDR": backend.address, **(gateway_env or {})}
+        )
+    except Exception:
+        backend.stop()
+        raise
+    try:
+        yield backend, gateway
+    finally:
+        gateway.stop()
+        backend.stop()
 
 
 @dataclass

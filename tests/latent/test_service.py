@@ -18,7 +18,7 @@ from genserve.common.processes import ServerProcess
 from genserve.latent.attributes import thickness
 from genserve.latent.data import load_dataset
 from genserve.v1 import common_pb2, latent_pb2, latent_pb2_grpc
-from tests.conftest import ROOT, start_role
+from tests.conftest import ROOT, behind_gateway
 
 VAE, VAE_2D = "mnist-vae-16d", "mnist-vae-2d"
 ALICE, BOB = [("authorization", "Bearer alice-key")], [("authorization", "Bearer bob-key")]
@@ -26,21 +26,10 @@ ALICE, BOB = [("authorization", "Bearer alice-key")], [("authorization", "Bearer
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    logs = tmp_path_factory.mktemp("latent")
     env = {"GENSERVE_LATENT_MODELS": f"{VAE},{VAE_2D}", "GENSERVE_LATENT_MAX_IMAGES": "64"}
-    backend = start_role("latent", logs, env)
-    try:
-        gateway = start_role(
-            "gateway",
-            logs,
-            {"GENSERVE_LATENT_ADDR": backend.address, "GENSERVE_API_KEYS": "alice:alice-key,bob:bob-key"},
-        )
-    except Exception:
-        backend.stop()
-        raise
-    yield backend, gateway
-    gateway.stop()
-    backend.stop()
+    keys = {"GENSERVE_API_KEYS": "alice:alice-key,bob:bob-key"}
+    with behind_gateway("latent", tmp_path_factory.mktemp("latent"), env, keys) as processes:
+        yield processes
 
 
 @pytest.fixture(scope="module")

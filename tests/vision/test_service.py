@@ -20,7 +20,7 @@ from genserve.common.processes import ServerProcess
 from genserve.v1 import common_pb2, models_pb2, models_pb2_grpc, vision_pb2, vision_pb2_grpc
 from genserve.vision.samples import sample_image
 from tests.common.test_images import png_declaring
-from tests.conftest import ROOT, start_role
+from tests.conftest import ROOT, behind_gateway
 
 CACHE = ROOT / "var" / "packages"
 VISION_ENV = {
@@ -35,16 +35,8 @@ VISION_ENV = {
 
 @pytest.fixture(scope="module")
 def vision(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    logs = tmp_path_factory.mktemp("vision")
-    backend = start_role("vision", logs, VISION_ENV)
-    try:
-        gateway = start_role("gateway", logs, {"GENSERVE_VISION_ADDR": backend.address})
-    except Exception:
-        backend.stop()
-        raise
-    yield backend, gateway
-    gateway.stop()
-    backend.stop()
+    with behind_gateway("vision", tmp_path_factory.mktemp("vision"), VISION_ENV) as processes:
+        yield processes
 
 
 @pytest.fixture(scope="module")

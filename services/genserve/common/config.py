@@ -249,7 +249,10 @@ class LatentSettings:
     )
     max_batch: int = setting("GENSERVE_LATENT_MAX_BATCH", 256, "Most latent points decoded in one forward pass.")
     max_wait_ms: float = setting(
-        "GENSERVE_LATENT_MAX_WAIT_MS", 2.0, "How long a decode waits for others to share its pass (when none runs)."
+        "GENSERVE_LATENT_MAX_WAIT_MS",
+        0.0,
+        "How long a decode that finds the model idle waits for others to share its pass (0 = none: requests that "
+        "arrive during a pass always share the next one).",
     )
     max_concepts: int = setting(
         "GENSERVE_LATENT_MAX_CONCEPTS", 100, "Most user-defined concepts per API key and model."
