@@ -384,7 +384,7 @@ def train_gan_command(
     version: Annotated[str, typer.Option()] = "1",
     epochs: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam β1 0.5, cosine decay).")] = 2e-4,
+    lr: Annotated[float, typer.Option(help="Learning rate (Adam β (0.5, 0.999), constant).")] = 2e-4,
     channels: Annotated[int, typer.Option(min=1, help="Width at 14x14 (generator and discriminator).")] = 64,
     seed: Annotated[int, typer.Option()] = 1337,
     threads: Annotated[int, typer.Option(help="Torch threads (0 = one per core).")] = 0,

@@ -188,14 +188,16 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = config
         c = config.channels
+        sn = nn.utils.parametrizations.spectral_norm
+        # Spectral normalisation (Miyato et al. 2018) instead of BatchNorm: a Lipschitz-bounded critic
+        # whose gradients stay informative, which keeps the generator from collapsing onto a few modes.
         self.net = nn.Sequential(
-            nn.Conv2d(1, c, 4, 2, 1),
+            sn(nn.Conv2d(1, c, 4, 2, 1)),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(2 * c),
+            sn(nn.Conv2d(c, 2 * c, 4, 2, 1)),
             nn.LeakyReLU(0.2),
             nn.Flatten(),
-            nn.Linear(2 * c * 49, 1),
+            sn(nn.Linear(2 * c * 49, 1)),
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -23,6 +23,8 @@ from genserve.latent.models import (
     negative_elbo,
 )
 
+GENERATOR_AVERAGE_DECAY = 0.999
+
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
 
@@ -143,7 +145,11 @@ def train_gan(
     config: TrainConfig,
     on_step: StepCallback | None = None,
 ) -> dict[str, float]:
-    """DCGAN training: Adam(β1 = 0.5), non-saturating generator loss, one-sided label smoothing (0.9).
+    """DCGAN training: Adam(lr constant at config.learning_rate, β = (0.5, 0.999)) for both networks,
+    non-saturating generator loss, one-sided label smoothing (0.9); the discriminator is spectrally
+    normalised. No warm-up or cosine decay here, unlike the other loops: the usual DCGAN setting.
+    The generator kept is the exponential moving average of its weights over the steps (decay
+    GENERATOR_AVERAGE_DECAY), which smooths out the oscillation of the adversarial game.
 
     Afterwards the generator's BatchNorm statistics are recomputed over many noise batches, so
     that eval-mode decoding (deterministic, batch-independent) matches what training saw.
@@ -152,18 +158,18 @@ def train_gan(
     x_all = to_tensor(images)
     total = steps_of(len(x_all), config)
     g_opt = torch.optim.Adam(generator_model.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
+    g_params = list(generator_model.parameters())
+    g_average = [p.detach().clone() for p in g_params]
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
     generator_model.train()
     discriminator.train()
     recent_d: list[float] = []
     recent_g: list[float] = []
     step = 0
+    rate = config.learning_rate
     bce = F.binary_cross_entropy_with_logits
     for _ in range(config.epochs):
         for index in batches(len(x_all), config.batch_size, rng):
-            rate = learning_rate_at(step, total, config)
-            _set_lr(g_opt, rate)
-            _set_lr(d_opt, rate)
             real = x_all[index]
             z = torch.randn(len(index), generator_model.latent_dim, generator=rng)
             fake = generator_model(z)
@@ -180,11 +186,18 @@ def train_gan(
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             g_opt.step()
+            with torch.no_grad():  # exponential moving average of the generator's weights
+                decay = min(GENERATOR_AVERAGE_DECAY, (1 + step) / (10 + step))
+                for average, param in zip(g_average, g_params, strict=True):
+                    average.lerp_(param, 1.0 - decay)
             recent_d = [*recent_d[-99:], d_loss.item()]
             recent_g = [*recent_g[-99:], g_loss.item()]
             step += 1
             if on_step is not None:
                 on_step(step, total, {"d_loss": recent_d[-1], "g_loss": recent_g[-1], "lr": rate})
+    with torch.no_grad():
+        for average, param in zip(g_average, g_params, strict=True):
+            param.copy_(average)
     recalibrate_batch_norm(generator_model, batches=100, batch_size=config.batch_size, seed=config.seed + 1)
     discriminator.eval()
     return {"d_loss": sum(recent_d) / len(recent_d), "g_loss": sum(recent_g) / len(recent_g)}
