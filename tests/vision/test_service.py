@@ -101,9 +101,13 @@ def test_same_seed_same_png_and_another_seed_differs(stub: vision_pb2_grpc.Visio
     assert first != other
 
 
-def running(vision: tuple[ServerProcess, ServerProcess]) -> float:
-    found = re.search(r'^genserve_work_running\{service="vision"\} (\S+)$', vision[0].metrics(), re.M)
+def gauge(vision: tuple[ServerProcess, ServerProcess], which: str) -> float:
+    found = re.search(rf'^genserve_work_{which}\{{service="vision"\}} (\S+)$', vision[0].metrics(), re.M)
     return float(found.group(1)) if found else 0.0
+
+
+def running(vision: tuple[ServerProcess, ServerProcess]) -> float:
+    return gauge(vision, "running")
 
 
 def test_cancel_stops_the_dream_within_a_step_and_frees_the_slot(
@@ -135,9 +139,12 @@ def test_a_full_queue_gives_resource_exhausted(
     stub: vision_pb2_grpc.VisionServiceStub, vision: tuple[ServerProcess, ServerProcess], cat: bytes
 ) -> None:
     long = small_dream(cat, octaves=3, steps_per_octave=200)
-    calls = [stub.Dream(long, timeout=120), stub.Dream(long, timeout=120)]  # one runs, one waits
-    next(calls[0])
-    time.sleep(0.3)
+    running_call = stub.Dream(long, timeout=120)
+    next(running_call)  # it holds the slot
+    calls = [running_call, stub.Dream(long, timeout=120)]  # the second waits
+    deadline = time.monotonic() + 10
+    while gauge(vision, "waiting") < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     with pytest.raises(grpc.RpcError) as info:
         list(stub.Dream(small_dream(cat), timeout=30))
     for call in calls:
