@@ -11,8 +11,9 @@ import torch
 from genserve.common.errors import InvalidArgument
 from genserve.vision.backbones import VGG16Features
 from genserve.vision.color import match_color, rgb_to_ycbcr
+from genserve.vision.pixels import resize
 from genserve.vision.samples import sample_image
-from genserve.vision.style import StateMismatch, StyleTransfer, blend_targets, gram_matrix, resize, scale_sizes
+from genserve.vision.style import StateMismatch, StyleTransfer, blend_targets, gram_matrix, scale_sizes
 from genserve.vision.style_params import (
     StyleParams,
     StyleProgress,

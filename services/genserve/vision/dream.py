@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genserve.common.errors import InvalidArgument, require_int, require_number
 from genserve.vision.backbones import Backbone, EfficientNetLite0, MBConvBlock
+from genserve.vision.pixels import check_rgb_batch, resize
 
 MAX_OCTAVES = 8
 MAX_OCTAVE_SCALE = 2.0
@@ -162,14 +162,6 @@ def octave_sizes(height: int, width: int, octaves: int, octave_scale: float) -> 
     return sizes
 
 
-def _resize(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of (1, 3, h, w); antialiased when shrinking, so no detail aliases into the octave."""
-    if tuple(image.shape[-2:]) == size:
-        return image
-    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
-
-
 # --- objective ------------------------------------------------------------------------------
 
 
@@ -268,11 +260,6 @@ def fast_backbone(backbone: Backbone) -> Backbone:
 # --- the dream ------------------------------------------------------------------------------
 
 
-def _check_image(name: str, image: Tensor) -> None:
-    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3 or not image.is_floating_point():
-        raise InvalidArgument(f"{name} must be a float RGB tensor of shape (1, 3, H, W), got {tuple(image.shape)}")
-
-
 def dream(
     backbone: Backbone,
     image: Tensor,
@@ -293,9 +280,9 @@ def dream(
     Runs on the backbone's device; torch's intra-op threads set the CPU parallelism.
     """
     params = validate(params, backbone.architecture, backbone.layer_names)
-    _check_image("image", image)
+    check_rgb_batch("image", image)
     if guide is not None:
-        _check_image("guide", guide)
+        check_rgb_batch("guide", guide)
     started = time.perf_counter()
     model = fast_backbone(backbone)
     device = next(model.parameters()).device
@@ -306,12 +293,12 @@ def dream(
     full_size = sizes[-1]
     total_steps = params.octaves * params.steps_per_octave
     steps_done = 0
-    dreamed = previous_base = _resize(original, sizes[0]).clone()  # updated in place below
+    dreamed = previous_base = resize(original, sizes[0]).clone()  # updated in place below
     for octave, size in enumerate(sizes):
-        base = _resize(original, size)
+        base = resize(original, size)
         if octave > 0:
             # Detail reinjection: what shrinking the photo to the previous octave lost comes back.
-            dreamed = (_resize(dreamed, size) + base - _resize(previous_base, size)).clamp_(0.0, 1.0)
+            dreamed = (resize(dreamed, size) + base - resize(previous_base, size)).clamp_(0.0, 1.0)
         previous_base = base
         preview = _preview(dreamed, base, original, full_size)
         for step in range(params.steps_per_octave):
@@ -356,6 +343,6 @@ def _preview(dreamed: Tensor, base: Tensor, original: Tensor, full_size: tuple[i
     def render() -> Tensor:
         if tuple(dreamed.shape[-2:]) == full_size:
             return dreamed.clone()
-        return (_resize(dreamed, full_size) + original - _resize(base, full_size)).clamp_(0.0, 1.0)
+        return (resize(dreamed, full_size) + original - resize(base, full_size)).clamp_(0.0, 1.0)
 
     return render

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genserve.common.errors import (
@@ -57,6 +56,7 @@ from genserve.common.errors import (
 )
 from genserve.vision.backbones import VGG16Features
 from genserve.vision.color import grey, luminance, match_color, match_luminance, with_chroma_of
+from genserve.vision.pixels import check_rgb_batch, resize
 from genserve.vision.style_params import (
     ENGINE_MAX_ITERATIONS,
     ENGINE_MAX_SIZE,
@@ -149,14 +149,6 @@ def scale_sizes(height: int, width: int, max_size: int, scales: int) -> list[tup
     return [fit_size(height, width, round(max_size / 2**k)) for k in reversed(range(scales))]
 
 
-def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of (B, C, h, w) to size; antialiased when shrinking."""
-    if tuple(image.shape[-2:]) == size:
-        return image
-    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
-
-
 # --- the engine -----------------------------------------------------------------------------
 
 _CHANNELS_LAST: weakref.WeakKeyDictionary[VGG16Features, VGG16Features] = weakref.WeakKeyDictionary()
@@ -190,13 +182,6 @@ class _Targets:
     tv_factor: float  # tv_weight / 255², since the variable is on the 0..255 scale
 
 
-def _check_image(field: str, image: Tensor) -> None:
-    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3 or not image.is_floating_point():
-        raise InvalidArgument(f"{field} must be a float RGB tensor of shape (1, 3, H, W), got {tuple(image.shape)}")
-    if min(image.shape[-2:]) < 1:
-        raise InvalidArgument(f"{field} is empty: {tuple(image.shape)}")
-
-
 def _digest(content: Tensor, styles: Sequence[tuple[Tensor, float]]) -> str:
     """sha256 of the inputs as given: a saved state is only loaded into an engine with the same ones."""
     digest = hashlib.sha256()
@@ -221,11 +206,11 @@ class StyleTransfer:
         self, vgg: VGG16Features, content: Tensor, styles: Sequence[tuple[Tensor, float]], params: StyleParams
     ) -> None:
         self.params = validate(params, vgg.layer_names, ENGINE_MAX_ITERATIONS, ENGINE_MAX_SIZE)
-        _check_image("content", content)
+        check_rgb_batch("content", content)
         if not styles:
             raise InvalidArgument("styles must hold at least one style image")
         for i, (image, weight) in enumerate(styles):
-            _check_image(f"styles[{i}].image", image)
+            check_rgb_batch(f"styles[{i}].image", image)
             require_range(f"styles[{i}].weight", require_finite(f"styles[{i}].weight", weight), 0.0, math.inf)
         if not any(weight > 0 for _, weight in styles):
             raise InvalidArgument("styles weights must not all be 0; give at least one a positive weight")
