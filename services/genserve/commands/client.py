@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,18 @@ SeedOption = Annotated[int | None, typer.Option(help="Same seed → same image."
 PreviewEveryOption = Annotated[int, typer.Option(help="Save a preview every N steps (0 = none).")]
 PreviewOption = Annotated[Path | None, typer.Option(help="Where previews go (default: OUTPUT.preview.png).")]
 TimeoutOption = Annotated[float, typer.Option(help="Deadline in seconds.")]
+# The style-transfer options that `client style-preview` and `jobs submit` share.
+StyleOption = Annotated[list[str], typer.Option(help="Style image, PATH or PATH:WEIGHT (repeatable).")]
+ContentLayerOption = Annotated[str, typer.Option(help="Content layer (default relu4_2).")]
+StyleLayerOption = Annotated[list[str] | None, typer.Option(help="Style layer NAME or NAME:WEIGHT.")]
+ContentWeightOption = Annotated[float | None, typer.Option(help="Content term weight (default 1).")]
+StyleWeightOption = Annotated[float | None, typer.Option(help="Style term weight (default 100).")]
+TvWeightOption = Annotated[float | None, typer.Option(help="Total-variation weight (default 10).")]
+OptimizerOption = Annotated[str, typer.Option(help="lbfgs (default) or adam.")]
+AdamRateOption = Annotated[float, typer.Option(help="Adam's learning rate (0 = default).")]
+InitOption = Annotated[str, typer.Option(help="content (default), style or noise.")]
+ColorOption = Annotated[str, typer.Option(help="none (default), luminance or histogram.")]
+ScalesOption = Annotated[int, typer.Option(help="Coarse-to-fine scales (0/1 = one).")]
 
 
 @contextmanager
@@ -346,23 +359,28 @@ def style_request(
     return request
 
 
+def style_request_from(arguments: dict[str, Any]) -> vision_pb2.StyleTransferRequest:
+    """`style_request` called with the matching entries of a command's arguments (its `locals()`)."""
+    return style_request(**{name: arguments[name] for name in inspect.signature(style_request).parameters})
+
+
 @client_app.command("style-preview")
 def style_preview(
     content: Annotated[Path, typer.Argument(help="Photo whose content is kept.")],
     output: Annotated[Path, typer.Argument(help="Where to write the result (PNG).")],
-    style: Annotated[list[str], typer.Option(help="Style image, PATH or PATH:WEIGHT (repeatable).")],
-    content_layer: Annotated[str, typer.Option(help="Content layer (default relu4_2).")] = "",
-    style_layer: Annotated[list[str] | None, typer.Option(help="Style layer NAME or NAME:WEIGHT.")] = None,
-    content_weight: Annotated[float | None, typer.Option(help="Content term weight (default 1).")] = None,
-    style_weight: Annotated[float | None, typer.Option(help="Style term weight (default 100).")] = None,
-    tv_weight: Annotated[float | None, typer.Option(help="Total-variation weight (default 10).")] = None,
-    optimizer: Annotated[str, typer.Option(help="lbfgs (default) or adam.")] = "",
-    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate (0 = default).")] = 0.0,
-    init: Annotated[str, typer.Option(help="content (default), style or noise.")] = "",
-    color: Annotated[str, typer.Option(help="none (default), luminance or histogram.")] = "",
+    style: StyleOption,
+    content_layer: ContentLayerOption = "",
+    style_layer: StyleLayerOption = None,
+    content_weight: ContentWeightOption = None,
+    style_weight: StyleWeightOption = None,
+    tv_weight: TvWeightOption = None,
+    optimizer: OptimizerOption = "",
+    learning_rate: AdamRateOption = 0.0,
+    init: InitOption = "",
+    color: ColorOption = "",
     iterations: Annotated[int, typer.Option(help="Steps (0 = the preview cap).")] = 0,
     max_size: Annotated[int, typer.Option(help="Longest side (0 = the preview cap).")] = 0,
-    scales: Annotated[int, typer.Option(help="Coarse-to-fine scales (0/1 = one).")] = 0,
+    scales: ScalesOption = 0,
     seed: SeedOption = None,
     preview_every: PreviewEveryOption = 0,
     preview: PreviewOption = None,
@@ -373,24 +391,7 @@ def style_preview(
     """A small style transfer (StylePreview) through the gateway, with a progress bar."""
     from genserve.v1 import vision_pb2_grpc
 
-    request = style_request(
-        content=content,
-        style=style,
-        content_layer=content_layer,
-        style_layer=style_layer,
-        content_weight=content_weight,
-        style_weight=style_weight,
-        tv_weight=tv_weight,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        init=init,
-        color=color,
-        iterations=iterations,
-        max_size=max_size,
-        scales=scales,
-        seed=seed,
-        preview_every=preview_every,
-    )
+    request = style_request_from(locals())
     with _channel(address) as channel:
         events = vision_pb2_grpc.VisionServiceStub(channel).StylePreview(
             request, timeout=timeout, metadata=_metadata(api_key)

@@ -11,15 +11,26 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from genserve.commands.client import (
+    AdamRateOption,
     AddressOption,
+    ColorOption,
+    ContentLayerOption,
+    ContentWeightOption,
+    InitOption,
     KeyOption,
+    OptimizerOption,
     PreviewEveryOption,
+    ScalesOption,
     SeedOption,
+    StyleLayerOption,
+    StyleOption,
+    StyleWeightOption,
+    TvWeightOption,
     _channel,
     _enum_value,
     _metadata,
     _progress_bar,
-    style_request,
+    style_request_from,
 )
 
 if TYPE_CHECKING:
@@ -210,19 +221,19 @@ def _watch_command(
 @jobs_app.command("submit")
 def submit(
     content: Annotated[Path, typer.Argument(help="Photo whose content is kept.")],
-    style: Annotated[list[str], typer.Option(help="Style image, PATH or PATH:WEIGHT (repeatable).")],
-    content_layer: Annotated[str, typer.Option(help="Content layer (default relu4_2).")] = "",
-    style_layer: Annotated[list[str] | None, typer.Option(help="Style layer NAME or NAME:WEIGHT.")] = None,
-    content_weight: Annotated[float | None, typer.Option(help="Content term weight (default 1).")] = None,
-    style_weight: Annotated[float | None, typer.Option(help="Style term weight (default 100).")] = None,
-    tv_weight: Annotated[float | None, typer.Option(help="Total-variation weight (default 10).")] = None,
-    optimizer: Annotated[str, typer.Option(help="lbfgs (default) or adam.")] = "",
-    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate (0 = default).")] = 0.0,
-    init: Annotated[str, typer.Option(help="content (default), style or noise.")] = "",
-    color: Annotated[str, typer.Option(help="none (default), luminance or histogram.")] = "",
+    style: StyleOption,
+    content_layer: ContentLayerOption = "",
+    style_layer: StyleLayerOption = None,
+    content_weight: ContentWeightOption = None,
+    style_weight: StyleWeightOption = None,
+    tv_weight: TvWeightOption = None,
+    optimizer: OptimizerOption = "",
+    learning_rate: AdamRateOption = 0.0,
+    init: InitOption = "",
+    color: ColorOption = "",
     iterations: Annotated[int, typer.Option(help="Steps (0 = the service default; capped by the job cap).")] = 0,
     max_size: Annotated[int, typer.Option(help="Longest side (0 = the service default; capped by the job cap).")] = 0,
-    scales: Annotated[int, typer.Option(help="Coarse-to-fine scales (0/1 = one).")] = 0,
+    scales: ScalesOption = 0,
     seed: SeedOption = None,
     preview_every: PreviewEveryOption = 0,
     idempotency_key: Annotated[
@@ -237,24 +248,7 @@ def submit(
     """Queue a style transfer as a job; prints its id and state (--watch: then follow it)."""
     from genserve.v1 import jobs_pb2
 
-    request = style_request(
-        content=content,
-        style=style,
-        content_layer=content_layer,
-        style_layer=style_layer,
-        content_weight=content_weight,
-        style_weight=style_weight,
-        tv_weight=tv_weight,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        init=init,
-        color=color,
-        iterations=iterations,
-        max_size=max_size,
-        scales=scales,
-        seed=seed,
-        preview_every=preview_every,
-    )
+    request = style_request_from(locals())
     with _channel(address) as channel:
         job = _stub(channel).SubmitStyleTransfer(
             jobs_pb2.SubmitStyleTransferRequest(request=request, idempotency_key=idempotency_key),
