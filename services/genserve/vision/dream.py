@@ -15,11 +15,8 @@ the vision servicer validates requests with `validate` and runs `dream` in a wor
 
 from __future__ import annotations
 
-import copy
 import math
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
@@ -29,6 +26,7 @@ from torch import Tensor, nn
 
 from genserve.common.errors import InvalidArgument, require_int, require_number
 from genserve.vision.backbones import Backbone, EfficientNetLite0, MBConvBlock
+from genserve.vision.fast_copies import channels_last_copy
 from genserve.vision.pixels import check_rgb_batch, resize
 
 MAX_OCTAVES = 8
@@ -215,9 +213,6 @@ def _network_input(model: Backbone, rgb: Tensor) -> Tensor:
 
 # --- a faster copy of the backbone ----------------------------------------------------------
 
-_FAST: weakref.WeakKeyDictionary[Backbone, Backbone] = weakref.WeakKeyDictionary()
-_FAST_LOCK = threading.Lock()
-
 
 def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
     """Fold an eval-mode BatchNorm2d that follows `conv` into its weight and bias."""
@@ -237,24 +232,22 @@ def fast_backbone(backbone: Backbone) -> Backbone:
     convolutions before them, and every weight is stored channels_last. The activations equal
     the original's up to float rounding. The copy shares nothing with the original.
     """
-    with _FAST_LOCK:
-        fast = _FAST.get(backbone)
-        if fast is None:
-            fast = copy.deepcopy(backbone).eval().requires_grad_(False)
-            if isinstance(fast, EfficientNetLite0):
-                _fold(fast._conv_stem, fast._bn0)
-                fast._bn0 = nn.Identity()  # type: ignore[assignment]
-                for module in fast._blocks:
-                    block = cast(MBConvBlock, module)
-                    if block._expand_conv is not None and block._bn0 is not None:
-                        _fold(block._expand_conv, block._bn0)
-                        block._bn0 = nn.Identity()  # type: ignore[assignment]
-                    _fold(block._depthwise_conv, block._bn1)
-                    _fold(block._project_conv, block._bn2)
-                    block._bn1 = block._bn2 = nn.Identity()  # type: ignore[assignment]
-            fast = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            _FAST[backbone] = fast
-    return fast
+    return channels_last_copy(backbone, "dream", _fold_batch_norms)
+
+
+def _fold_batch_norms(network: Backbone) -> None:
+    if not isinstance(network, EfficientNetLite0):
+        return
+    _fold(network._conv_stem, network._bn0)
+    network._bn0 = nn.Identity()  # type: ignore[assignment]
+    for module in network._blocks:
+        block = cast(MBConvBlock, module)
+        if block._expand_conv is not None and block._bn0 is not None:
+            _fold(block._expand_conv, block._bn0)
+            block._bn0 = nn.Identity()  # type: ignore[assignment]
+        _fold(block._depthwise_conv, block._bn1)
+        _fold(block._project_conv, block._bn2)
+        block._bn1 = block._bn2 = nn.Identity()  # type: ignore[assignment]
 
 
 # --- the dream ------------------------------------------------------------------------------
