@@ -33,6 +33,8 @@ $G client style-preview var/samples/astronaut.png $OUT/astronaut-scream-histogra
 
 # Latent space (the sample digits are the most typical of each class in MNIST's test split).
 $G client sample $OUT/vae-samples.png --model mnist-vae-16d --n 32 --seed 7
+$G client sample $OUT/gan-samples.png --model mnist-dcgan --n 32 --seed 7
+$G client sample $OUT/fashion-gan-samples.png --model fashion-dcgan --n 32 --seed 7
 $G client interpolate $OUT/vae-interpolation.png --model mnist-vae-16d \
     --start var/samples/digit-3.png --end var/samples/digit-7.png
 $G client manifold $OUT/vae-manifold.png --model mnist-vae-2d --grid 15

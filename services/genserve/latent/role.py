@@ -86,7 +86,8 @@ class LatentRole:
                 path = self.store.verified_path(entry)
                 # float64: a GEMM's float32 rounding depends on the batch's size, which would let one image's
                 # pixels depend on the requests it shared a pass with; in float64 the difference never reaches
-                # an 8-bit level, and on CPU these small networks run about as fast.
+                # an 8-bit level. It costs speed (about 2.5x per image in a pass of 64 on CPU): the price of
+                # a seed giving the same pixels in any batch.
                 network = load_model(path, device).double()
                 loaded[entry.name] = LatentModel(
                     entry.name, entry, network, device, load_builtin(concepts_path(path), entry.name)

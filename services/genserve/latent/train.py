@@ -36,6 +36,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_learning_rate_ratio: float = 0.05
     seed: int = 1337
+    discriminator_learning_rate: float | None = None  # GAN only; None = learning_rate
 
 
 def to_tensor(images: np.ndarray) -> Tensor:
@@ -145,11 +146,12 @@ def train_gan(
     config: TrainConfig,
     on_step: StepCallback | None = None,
 ) -> dict[str, float]:
-    """DCGAN training: Adam(lr constant at config.learning_rate, β = (0.5, 0.999)) for both networks,
-    non-saturating generator loss, one-sided label smoothing (0.9); the discriminator is spectrally
-    normalised. No warm-up or cosine decay here, unlike the other loops: the usual DCGAN setting.
-    The generator kept is the exponential moving average of its weights over the steps (decay
-    GENERATOR_AVERAGE_DECAY), which smooths out the oscillation of the adversarial game.
+    """DCGAN training with the hinge loss (Lim & Ye 2017; Miyato et al. 2018): the spectrally normalised
+    discriminator minimises E[relu(1 - D(x))] + E[relu(1 + D(G(z)))], the generator -E[D(G(z))].
+    Adam with β = (0, 0.9) and constant learning rates, the discriminator's optionally higher (the
+    two time-scale rule). No warm-up or cosine decay here, unlike the other loops: the usual GAN
+    setting. The generator kept is the exponential moving average of its weights over the steps
+    (decay GENERATOR_AVERAGE_DECAY), which smooths out the oscillation of the adversarial game.
 
     Afterwards the generator's BatchNorm statistics are recomputed over many noise batches, so
     that eval-mode decoding (deterministic, batch-independent) matches what training saw.
@@ -157,32 +159,26 @@ def train_gan(
     rng = torch.Generator().manual_seed(config.seed)
     x_all = to_tensor(images)
     total = steps_of(len(x_all), config)
-    g_opt = torch.optim.Adam(generator_model.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
+    d_rate = config.discriminator_learning_rate or config.learning_rate
+    g_opt = torch.optim.Adam(generator_model.parameters(), lr=config.learning_rate, betas=(0.0, 0.9))
     g_params = list(generator_model.parameters())
     g_average = [p.detach().clone() for p in g_params]
-    d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=d_rate, betas=(0.0, 0.9))
     generator_model.train()
     discriminator.train()
     recent_d: list[float] = []
     recent_g: list[float] = []
     step = 0
-    rate = config.learning_rate
-    bce = F.binary_cross_entropy_with_logits
     for _ in range(config.epochs):
         for index in batches(len(x_all), config.batch_size, rng):
             real = x_all[index]
             z = torch.randn(len(index), generator_model.latent_dim, generator=rng)
             fake = generator_model(z)
-            real_logits = discriminator(real)
-            fake_logits = discriminator(fake.detach())
-            d_loss = bce(real_logits, torch.full_like(real_logits, 0.9)) + bce(
-                fake_logits, torch.zeros_like(fake_logits)
-            )
+            d_loss = F.relu(1.0 - discriminator(real)).mean() + F.relu(1.0 + discriminator(fake.detach())).mean()
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
-            g_logits = discriminator(fake)
-            g_loss = bce(g_logits, torch.ones_like(g_logits))
+            g_loss = -discriminator(fake).mean()
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             g_opt.step()
@@ -194,7 +190,7 @@ def train_gan(
             recent_g = [*recent_g[-99:], g_loss.item()]
             step += 1
             if on_step is not None:
-                on_step(step, total, {"d_loss": recent_d[-1], "g_loss": recent_g[-1], "lr": rate})
+                on_step(step, total, {"d_loss": recent_d[-1], "g_loss": recent_g[-1], "lr": config.learning_rate})
     with torch.no_grad():
         for average, param in zip(g_average, g_params, strict=True):
             param.copy_(average)
