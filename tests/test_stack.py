@@ -11,13 +11,14 @@ from pathlib import Path
 
 import grpc
 
-from genserve.common.processes import free_port, port_is_free
+from genserve.common.processes import free_ports, port_is_free
 from genserve.v1 import text_pb2, text_pb2_grpc
 from tests.conftest import MODEL_STORE
 
 
 def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("GATEWAY", "GATEWAY_METRICS", "TEXT", "TEXT_METRICS")}
+    names = ("GATEWAY", "GATEWAY_METRICS", "TEXT", "TEXT_METRICS")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
         **os.environ,
         "GENSERVE_MODEL_STORE": str(MODEL_STORE),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from genserve.common.processes import free_port
 from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2, text_pb2_grpc
 from tests.conftest import ServerProcess, TextStack, start_role
 
@@ -32,12 +32,14 @@ def secured(text_stack: TextStack, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def orphan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A gateway whose text backend is not running."""
-    gateway = start_role(
-        "gateway", tmp_path_factory.mktemp("orphan"), {"GENSERVE_TEXT_ADDR": f"127.0.0.1:{free_port()}"}
-    )
-    yield gateway
-    gateway.stop()
+    """A gateway whose text backend is not running: its port is held by a socket that never listens,
+    so connections are refused and no server (the gateway itself included) can take the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        backend = f"127.0.0.1:{held.getsockname()[1]}"
+        gateway = start_role("gateway", tmp_path_factory.mktemp("orphan"), {"GENSERVE_TEXT_ADDR": backend})
+        yield gateway
+        gateway.stop()
 
 
 def call(address: str, metadata: list[tuple[str, str]] | None = None) -> text_pb2.GenerateResponse:
@@ -89,6 +91,15 @@ def test_a_backend_that_is_down_gives_unavailable_naming_it(orphan: ServerProces
     with grpc.insecure_channel(orphan.address) as channel, pytest.raises(grpc.RpcError) as listing:
         models_pb2_grpc.ModelServiceStub(channel).ListModels(models_pb2.ListModelsRequest(), timeout=10)
     assert listing.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_backend_address_leading_back_to_a_gateway_fails_at_once(text_stack: TextStack) -> None:
+    forwarded = [("x-genserve-principal", "alice")]  # what a gateway sends to its backends
+    with pytest.raises(grpc.RpcError) as info:
+        call(text_stack.gateway.address, forwarded)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "points at a gateway" in info.value.details()
+    assert call(text_stack.text.address, forwarded).completions  # a backend takes it
 
 
 def counter(text: str, service: str, method: str, code: str) -> float:

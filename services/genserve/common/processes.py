@@ -26,9 +26,17 @@ PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: all are held while they are picked, since a port released
+    before the next pick can come back as that pick."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -141,7 +149,7 @@ class ServerProcess:
         import sys
 
         self.role = role
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port = free_ports(2)
         self.log_path = log_dir / f"{role}-{self.port}.log"
         command = [
             sys.executable, "-m", "genserve.cli", "serve", role,

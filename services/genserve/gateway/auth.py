@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from genserve.common.errors import ResourceExhausted, Unauthenticated
+from genserve.common.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
 from genserve.common.interceptors import WrappingInterceptor
 from genserve.common.metrics import Metrics
 
@@ -88,7 +88,15 @@ class Gatekeeper(WrappingInterceptor):
         raise Unauthenticated("invalid API key")
 
     def _admit(self, context: grpc.aio.ServicerContext) -> None:
-        principal = self.authenticate(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        if any(key == PRINCIPAL_HEADER for key, _ in metadata or ()):
+            # Only a gateway sets this header, on calls to backends: a gateway whose backend address
+            # leads back to a gateway would otherwise forward to itself until the call limit.
+            raise FailedPrecondition(
+                f"this call came from a gateway ({PRINCIPAL_HEADER} is set): a backend address "
+                "(GENSERVE_*_ADDR) of that gateway points at a gateway instead of a backend service"
+            )
+        principal = self.authenticate(metadata)
         if self.in_flight >= self.max_concurrent:
             raise ResourceExhausted(
                 f"the gateway is at its limit of {self.max_concurrent} concurrent calls; retry later"

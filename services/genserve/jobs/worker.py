@@ -78,6 +78,11 @@ class Claim:
     entry: str
     attempt: int
     lost: threading.Event
+    lost_because: str = ""  # what the refusing script answered: CANCELLED, superseded, gone, ...
+
+    def lose(self, answer: str) -> None:
+        self.lost_because = answer
+        self.lost.set()
 
 
 class JobWorker:
@@ -184,6 +189,9 @@ class JobWorker:
             self._run(record, claim, checkpoint_step)
         except JobLost as lost:
             log.info("job %s attempt %d: stopped, %s", job_id, attempt, lost)
+            # Counted here, whichever noticed the cancel first: a step's script or the heartbeat.
+            if claim.lost_because == "CANCELLED":
+                self.metrics.jobs_finished.labels("CANCELLED").inc()
         except Handback:
             log.info("job %s attempt %d: handed back at shutdown", job_id, attempt)
         finally:
@@ -206,7 +214,7 @@ class JobWorker:
             self.metrics.job_step_seconds.observe(now - last_step)
             last_step = now
             if claim.lost.is_set():
-                raise JobLost("its claim was lost (cancelled or taken over)")
+                raise JobLost(f"its claim was lost ({claim.lost_because})")
             preview = b""
             if record.preview_every and progress.step % record.preview_every == 0:
                 preview = encode_png(engine.current_image())
@@ -270,9 +278,7 @@ class JobWorker:
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
         if answer != "ok":
-            claim.lost.set()
-            if answer == "CANCELLED":
-                self.metrics.jobs_finished.labels("CANCELLED").inc()
+            claim.lose(answer)
             raise JobLost(f"the job is {answer}")
 
     # --- heartbeats -------------------------------------------------------------------------
@@ -291,4 +297,4 @@ class JobWorker:
             except (redis.ConnectionError, redis.TimeoutError):
                 continue  # the step loop rides the outage out or gives the job up
             if answer != "ok":
-                claim.lost.set()
+                claim.lose(answer)
