@@ -34,7 +34,7 @@ from genserve.latent.models import (
     sample_posterior,
     save_model,
 )
-from genserve.latent.train import TrainConfig, train_gan, train_vae
+from genserve.latent.train import TrainConfig, gan_rate_scale, train_gan, train_vae
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
 
@@ -196,6 +196,12 @@ def test_a_few_training_steps_run_and_leave_eval_mode() -> None:
     losses = train_gan(generator, Discriminator(DiscriminatorConfig(channels=4)), images, config)
     assert all(math.isfinite(v) for v in losses.values())
     assert not generator.training
+
+
+def test_gan_rates_hold_then_fall_linearly_to_zero() -> None:
+    assert [gan_rate_scale(step, 10, 1.0) for step in range(10)] == [1.0] * 10
+    assert [gan_rate_scale(step, 10, 0.6) for step in range(10)] == [1.0] * 6 + [1.0, 0.75, 0.5, 0.25]
+    assert gan_rate_scale(0, 10, 0.0) == 1.0 and gan_rate_scale(9, 10, 0.0) == pytest.approx(0.1)
 
 
 def test_inception_score_and_frechet_distance() -> None:

@@ -35,7 +35,8 @@ def _train(store: Path, *arguments: str) -> None:
 
 def test_train_commands_save_scored_models_into_the_store(store: Path) -> None:
     _train(store, "classifier", "--channels", "4")
-    _train(store, "gan", "--channels", "4", "--latent-dim", "3", "--lr", "1e-3", "--d-lr", "4e-3")
+    rates = ["--lr", "1e-3", "--d-lr", "4e-3", "--decay-from", "0.5"]
+    _train(store, "gan", "--channels", "4", "--latent-dim", "3", *rates)
     _train(store, "vae", "--channels", "4", "--hidden", "8", "--latent-dim", "2", "--binarized")
     entries = ModelStore(store).entries()
     assert set(entries) == {"mnist-classifier", "mnist-dcgan", "mnist-vae-2d"}
@@ -44,6 +45,7 @@ def test_train_commands_save_scored_models_into_the_store(store: Path) -> None:
     gan = entries["mnist-dcgan"]
     assert gan.details["learning_rate"] == 1e-3
     assert gan.details["discriminator_learning_rate"] == 4e-3
+    assert gan.details["rates_decay_from"] == 0.5
     assert gan.details["scored_by"] == "mnist-classifier"
     assert 1.0 <= gan.metrics["inception_score"] <= 10.0
     assert sum(gan.metrics[f"class_share_{k}"] for k in range(10)) == pytest.approx(1.0)

@@ -236,6 +236,7 @@ def _run_latent(
         learning_rate=float(options["lr"]),
         seed=seed,
         discriminator_learning_rate=float(options.get("d_lr", 0.0)) or None,
+        decay_from=float(options.get("decay_from", 1.0)),
     )
     prefix = _PREFIX[dataset]
     model: Classifier | VAE | Generator
@@ -297,6 +298,8 @@ def _run_latent(
     }
     if config.discriminator_learning_rate is not None:
         details["discriminator_learning_rate"] = config.discriminator_learning_rate
+    if config.decay_from < 1.0:
+        details["rates_decay_from"] = config.decay_from
     if isinstance(model, Classifier):
         metrics["test_accuracy"] = round(ev.accuracy(model, test_x, test_y), 4)
         details["features"] = model.config.features
@@ -397,8 +400,11 @@ def train_gan_command(
     version: _VersionOption = "1",
     epochs: _EpochsOption = 5,
     batch_size: _BatchOption = 128,
-    lr: Annotated[float, typer.Option(help="Generator learning rate (Adam β (0, 0.9), constant).")] = 2e-4,
+    lr: Annotated[float, typer.Option(help="Generator learning rate (Adam β (0, 0.9)).")] = 2e-4,
     d_lr: Annotated[float, typer.Option(help="Discriminator learning rate (0 = the generator's).")] = 0.0,
+    decay_from: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of training after which both rates fall linearly to 0.")
+    ] = 1.0,
     channels: Annotated[int, typer.Option(min=1, help="Width at 14x14 (generator and discriminator).")] = 32,
     seed: _SeedOption = 1337,
     threads: _ThreadsOption = 0,

@@ -37,6 +37,7 @@ class TrainConfig:
     min_learning_rate_ratio: float = 0.05
     seed: int = 1337
     discriminator_learning_rate: float | None = None  # GAN only; None = learning_rate
+    decay_from: float = 1.0  # GAN only: share of the steps after which both rates fall linearly to 0
 
 
 def to_tensor(images: np.ndarray) -> Tensor:
@@ -62,6 +63,15 @@ def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
     progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
     low = config.learning_rate * config.min_learning_rate_ratio
     return low + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.learning_rate - low)
+
+
+def gan_rate_scale(step: int, total: int, decay_from: float) -> float:
+    """1 until `decay_from` × total steps, then linearly down towards 0 at the end (1 throughout when
+    decay_from is 1): the SN-GAN schedule, which settles the game instead of stopping it mid-swing."""
+    start = decay_from * total
+    if step < start:
+        return 1.0
+    return max(0.0, (total - step) / max(1.0, total - start))
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, rate: float) -> None:
@@ -148,10 +158,11 @@ def train_gan(
 ) -> dict[str, float]:
     """DCGAN training with the hinge loss (Lim & Ye 2017; Miyato et al. 2018): the spectrally normalised
     discriminator minimises E[relu(1 - D(x))] + E[relu(1 + D(G(z)))], the generator -E[D(G(z))].
-    Adam with β = (0, 0.9) and constant learning rates, the discriminator's optionally higher (the
-    two time-scale rule). No warm-up or cosine decay here, unlike the other loops: the usual GAN
-    setting. The generator kept is the exponential moving average of its weights over the steps
-    (decay GENERATOR_AVERAGE_DECAY), which smooths out the oscillation of the adversarial game.
+    Adam with β = (0, 0.9), the discriminator's learning rate optionally higher (the two time-scale
+    rule). No warm-up or cosine decay here, unlike the other loops: the rates stay constant, or from
+    `config.decay_from` of the steps on fall linearly to 0 (`gan_rate_scale`). The generator kept is
+    the exponential moving average of its weights over the steps (decay GENERATOR_AVERAGE_DECAY),
+    which smooths out the oscillation of the adversarial game.
 
     Afterwards the generator's BatchNorm statistics are recomputed over many noise batches, so
     that eval-mode decoding (deterministic, batch-independent) matches what training saw.
@@ -171,6 +182,9 @@ def train_gan(
     step = 0
     for _ in range(config.epochs):
         for index in batches(len(x_all), config.batch_size, rng):
+            scale = gan_rate_scale(step, total, config.decay_from)
+            _set_lr(g_opt, config.learning_rate * scale)
+            _set_lr(d_opt, d_rate * scale)
             real = x_all[index]
             z = torch.randn(len(index), generator_model.latent_dim, generator=rng)
             fake = generator_model(z)
@@ -190,7 +204,8 @@ def train_gan(
             recent_g = [*recent_g[-99:], g_loss.item()]
             step += 1
             if on_step is not None:
-                on_step(step, total, {"d_loss": recent_d[-1], "g_loss": recent_g[-1], "lr": config.learning_rate})
+                rate = config.learning_rate * scale
+                on_step(step, total, {"d_loss": recent_d[-1], "g_loss": recent_g[-1], "lr": rate})
     with torch.no_grad():
         for average, param in zip(g_average, g_params, strict=True):
             param.copy_(average)
