@@ -90,25 +90,12 @@ def train_classifier(
     random ±2-pixel shifts. Returns the mean loss of the last 100 steps."""
     generator = torch.Generator().manual_seed(config.seed)
     x_all, y_all = to_tensor(images), torch.from_numpy(labels)
-    total = steps_of(len(x_all), config)
+
+    def batch_loss(index: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return F.cross_entropy(model(random_shift(x_all[index], 2, generator)), y_all[index]), {}
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    model.train()
-    recent: list[float] = []
-    step = 0
-    for _ in range(config.epochs):
-        for index in batches(len(x_all), config.batch_size, generator):
-            _set_lr(optimizer, rate := learning_rate_at(step, total, config))
-            x = random_shift(x_all[index], 2, generator)
-            loss = F.cross_entropy(model(x), y_all[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            recent = [*recent[-99:], loss.item()]
-            step += 1
-            if on_step is not None:
-                on_step(step, total, {"loss": recent[-1], "lr": rate})
-    model.eval()
-    return sum(recent) / len(recent)
+    return _descend(model, optimizer, len(x_all), batch_loss, generator, config, on_step)
 
 
 def random_shift(x: Tensor, pixels: int, generator: torch.Generator) -> Tensor:
@@ -128,23 +115,42 @@ def train_vae(model: VAE, images: np.ndarray, config: TrainConfig, on_step: Step
     """Minimise the mean -ELBO (Adam). Returns the mean training -ELBO (nats/image) of the last 100 steps."""
     generator = torch.Generator().manual_seed(config.seed)
     x_all = to_tensor(images)
-    total = steps_of(len(x_all), config)
+
+    def batch_loss(index: Tensor) -> tuple[Tensor, dict[str, float]]:
+        recon, kl = negative_elbo(model, x_all[index], generator)
+        return (recon + kl).mean(), {"kl": kl.mean().item()}
+
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    return _descend(model, optimizer, len(x_all), batch_loss, generator, config, on_step)
+
+
+def _descend(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    count: int,
+    batch_loss: Callable[[Tensor], tuple[Tensor, dict[str, float]]],
+    generator: torch.Generator,
+    config: TrainConfig,
+    on_step: StepCallback | None,
+) -> float:
+    """The classifier's and the VAE's loop: shuffled batches of `count` items for the configured epochs,
+    warm-up then cosine learning rates; `batch_loss(indices)` gives the loss and values to report.
+    Returns the mean loss of the last 100 steps, with the model left in eval mode."""
+    total = steps_of(count, config)
     model.train()
     recent: list[float] = []
     step = 0
     for _ in range(config.epochs):
-        for index in batches(len(x_all), config.batch_size, generator):
+        for index in batches(count, config.batch_size, generator):
             _set_lr(optimizer, rate := learning_rate_at(step, total, config))
-            recon, kl = negative_elbo(model, x_all[index], generator)
-            loss = (recon + kl).mean()
+            loss, reported = batch_loss(index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             recent = [*recent[-99:], loss.item()]
             step += 1
             if on_step is not None:
-                on_step(step, total, {"loss": recent[-1], "kl": kl.mean().item(), "lr": rate})
+                on_step(step, total, {"loss": recent[-1], **reported, "lr": rate})
     model.eval()
     return sum(recent) / len(recent)
 
