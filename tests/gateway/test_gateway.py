@@ -93,13 +93,26 @@ def test_a_backend_that_is_down_gives_unavailable_naming_it(orphan: ServerProces
     assert listing.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_a_backend_address_leading_back_to_a_gateway_fails_at_once(text_stack: TextStack) -> None:
+def test_a_gateway_whose_backend_is_a_gateway_fails_at_once(
+    text_stack: TextStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    log_dir = tmp_path_factory.mktemp("chained")
+    inner = start_role(
+        "gateway", log_dir, {"GENSERVE_TEXT_ADDR": text_stack.text.address, "GENSERVE_GATEWAY_MAX_CONCURRENT": "2"}
+    )
+    outer = start_role("gateway", log_dir, {"GENSERVE_TEXT_ADDR": inner.address})
+    try:
+        for _ in range(3):  # more than the inner gateway's limit: refused calls must not hold a slot
+            with pytest.raises(grpc.RpcError) as info:
+                call(outer.address)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "points at a gateway" in info.value.details()
+        assert call(inner.address).completions
+    finally:
+        outer.stop()
+        inner.stop()
     forwarded = [("x-genserve-principal", "alice")]  # what a gateway sends to its backends
-    with pytest.raises(grpc.RpcError) as info:
-        call(text_stack.gateway.address, forwarded)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "points at a gateway" in info.value.details()
-    assert call(text_stack.text.address, forwarded).completions  # a backend takes it
+    assert call(text_stack.text.address, forwarded).completions
 
 
 def counter(text: str, service: str, method: str, code: str) -> float:

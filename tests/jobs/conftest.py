@@ -49,8 +49,8 @@ class JobStack:
     def env(self) -> dict[str, str]:
         return {"REDIS_URL": self.redis.url, "GENSERVE_API_KEYS": API_KEYS, **WORKER_ENV}
 
-    def start_worker(self) -> ServerProcess:
-        worker = start_role("worker", self.log_dir, self.env)
+    def start_worker(self, **settings: str) -> ServerProcess:
+        worker = start_role("worker", self.log_dir, {**self.env, **settings})
         self.workers.append(worker)
         return worker
 

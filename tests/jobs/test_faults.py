@@ -136,6 +136,8 @@ def test_fenced_writes_of_a_superseded_attempt_are_refused(
     assert finish(args=[PREFIX, job_id, 2, "SUCCEEDED", "", b"png", 60_000]) == b"ok"
     assert finish(args=[PREFIX, job_id, 2, "SUCCEEDED", "", b"png2", 60_000]) == b"SUCCEEDED"  # once only
     assert client.get(job_key(job_id) + ":result") == b"png"
+    # Whatever became of the job, the stale attempt hears only that it was superseded.
+    assert progress(args=[PREFIX, job_id, 1, 8, 10, "[9, 9, 9, 27]", ""]) == b"superseded"
 
 
 def test_cancel_while_queued_and_while_running(
@@ -160,6 +162,21 @@ def test_cancel_while_queued_and_while_running(
     again = jobs.CancelJob(jobs_pb2.CancelJobRequest(id=after), timeout=10, metadata=[ALICE])
     assert again.state == STATE.JOB_STATE_SUCCEEDED
     assert counter(worker.metrics(), 'genserve_jobs_finished_total{state="CANCELLED"}') == 1
+
+
+def test_a_cancel_the_heartbeat_notices_is_counted_once(
+    clean: JobStack, jobs: jobs_pb2_grpc.JobServiceStub, photos: tuple[bytes, bytes]
+) -> None:
+    worker = clean.start_worker(GENSERVE_JOB_HEARTBEAT_SECONDS="0.01")  # beats several times a step
+    running = submit(jobs, style_job(photos, LONG))
+    wait_for_step(jobs, running, 5)
+    jobs.CancelJob(jobs_pb2.CancelJobRequest(id=running), timeout=10, metadata=[ALICE])
+    assert_ended_once(events(jobs, running), STATE.JOB_STATE_CANCELLED)
+    finished = 'genserve_jobs_finished_total{state="CANCELLED"}'
+    deadline = time.monotonic() + 10
+    while counter(worker.metrics(), finished) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert counter(worker.metrics(), finished) == 1
 
 
 def test_watch_resumes_from_an_event_id_without_missing_any(

@@ -202,6 +202,19 @@ def test_gan_rates_hold_then_fall_linearly_to_zero() -> None:
     assert [gan_rate_scale(step, 10, 1.0) for step in range(10)] == [1.0] * 10
     assert [gan_rate_scale(step, 10, 0.6) for step in range(10)] == [1.0] * 6 + [1.0, 0.75, 0.5, 0.25]
     assert gan_rate_scale(0, 10, 0.0) == 1.0 and gan_rate_scale(9, 10, 0.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="decay_from"):
+        TrainConfig(decay_from=1.5)
+
+
+def test_gan_training_applies_the_decaying_rates() -> None:
+    images = (np.random.default_rng(0).random((256, 28, 28)) * 255).astype(np.uint8)
+    config = TrainConfig(epochs=1, batch_size=64, learning_rate=1e-3, decay_from=0.5)
+    rates: list[float] = []
+    generator = Generator(GeneratorConfig(latent_dim=4, channels=4))
+    train_gan(
+        generator, Discriminator(DiscriminatorConfig(channels=4)), images, config, lambda *a: rates.append(a[2]["lr"])
+    )
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])  # 4 steps: read back from the optimiser
 
 
 def test_inception_score_and_frechet_distance() -> None:

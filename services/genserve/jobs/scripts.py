@@ -68,12 +68,13 @@ local function terminate(state, err, ttl_ms)
   drop_entry()
 end
 
--- Fencing: the caller's attempt must still be the job's, and the job still RUNNING.
+-- Fencing: the caller's attempt must still be the job's, and the job still RUNNING. A stale attempt
+-- hears 'superseded' whatever became of the job since, so only the current one answers for its end.
 local function fenced(attempt)
   local h = redis.call('HMGET', jobkey, 'state', 'attempt')
   if not h[1] then return 'gone' end
-  if h[1] ~= 'RUNNING' then return h[1] end
   if h[2] ~= attempt then return 'superseded' end
+  if h[1] ~= 'RUNNING' then return h[1] end
   return nil
 end
 """

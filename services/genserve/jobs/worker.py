@@ -81,7 +81,9 @@ class Claim:
     lost_because: str = ""  # what the refusing script answered: CANCELLED, superseded, gone, ...
 
     def lose(self, answer: str) -> None:
-        self.lost_because = answer
+        """The first refusal names the loss (a later one, e.g. 'gone' once the record expired, does not)."""
+        if not self.lost.is_set():
+            self.lost_because = answer
         self.lost.set()
 
 
@@ -239,8 +241,9 @@ class JobWorker:
 
     def _engine(self, record: JobRecord, claim: Claim, checkpoint_step: int) -> StyleTransfer:
         inputs: Any = self.client.hgetall(job_key(record.id) + ":input")
-        if not inputs:
-            raise JobLost("its inputs are gone (cancelled or expired)")
+        if not inputs:  # ended between START and now: the record says how
+            claim.lose(text_of(self.client.hget(job_key(record.id), "state") or b"gone"))
+            raise JobLost(f"its inputs are gone (the job is {claim.lost_because})")
         weights = json.loads(inputs[b"weights"])
         content = to_tensor(decode_image(inputs[b"content"], "content", self.limits))
         styles = [

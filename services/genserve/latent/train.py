@@ -39,6 +39,10 @@ class TrainConfig:
     discriminator_learning_rate: float | None = None  # GAN only; None = learning_rate
     decay_from: float = 1.0  # GAN only: share of the steps after which both rates fall linearly to 0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decay_from <= 1.0:
+            raise ValueError(f"decay_from is a share of the training steps, 0 to 1; got {self.decay_from}")
+
 
 def to_tensor(images: np.ndarray) -> Tensor:
     """uint8 (N, 28, 28) → float (N, 1, 28, 28) in [0, 1]."""
@@ -210,7 +214,7 @@ def train_gan(
             recent_g = [*recent_g[-99:], g_loss.item()]
             step += 1
             if on_step is not None:
-                rate = config.learning_rate * scale
+                rate = g_opt.param_groups[0]["lr"]
                 on_step(step, total, {"d_loss": recent_d[-1], "g_loss": recent_g[-1], "lr": rate})
     with torch.no_grad():
         for average, param in zip(g_average, g_params, strict=True):
