@@ -6,7 +6,8 @@ loopback ports and talk to them over real sockets; nothing the machine happens t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,16 @@ from genserve.text.checkpoint import LoadedModel, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STORE = ROOT / "model_store"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def start_role(role: str, log_dir: Path, env: Mapping[str, str] | None = None) -> ServerProcess:

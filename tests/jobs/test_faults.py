@@ -18,6 +18,7 @@ import redis
 from genserve.jobs import scripts
 from genserve.jobs.records import PREFIX, job_key
 from genserve.v1 import jobs_pb2, jobs_pb2_grpc
+from tests.conftest import wait_for
 from tests.jobs.conftest import ALICE, CHECKPOINT_EVERY, CLAIM_IDLE_SECONDS, JobStack, events, style_job, wait_for_step
 
 KIND = jobs_pb2.JobEventKind
@@ -173,9 +174,7 @@ def test_a_cancel_the_heartbeat_notices_is_counted_once(
     jobs.CancelJob(jobs_pb2.CancelJobRequest(id=running), timeout=10, metadata=[ALICE])
     assert_ended_once(events(jobs, running), STATE.JOB_STATE_CANCELLED)
     finished = 'genserve_jobs_finished_total{state="CANCELLED"}'
-    deadline = time.monotonic() + 10
-    while counter(worker.metrics(), finished) < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert wait_for(lambda: counter(worker.metrics(), finished) >= 1, timeout=10)
     assert counter(worker.metrics(), finished) == 1
 
 

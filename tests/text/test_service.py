@@ -14,7 +14,7 @@ from scipy import stats
 
 from genserve.text.checkpoint import LoadedModel
 from genserve.v1 import text_pb2, text_pb2_grpc
-from tests.conftest import TextStack
+from tests.conftest import TextStack, wait_for
 
 PROMPT = "ROMEO:\nI"
 
@@ -151,15 +151,6 @@ def active_sequences(stack: TextStack) -> float:
 def tokens_generated(stack: TextStack) -> float:
     found = re.findall(r'^genserve_tokens_generated_total\{model="[^"]+"\} (\S+)$', stack.text.metrics(), re.M)
     return sum(float(v) for v in found)
-
-
-def wait_for(condition: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_cancelling_a_stream_frees_its_batch_slot(stub: text_pb2_grpc.TextServiceStub, text_stack: TextStack) -> None:
