@@ -23,11 +23,11 @@ from benchlib import median, median_seconds, rounded
 from genserve.common.devices import configure_torch
 from genserve.common.images import to_tensor
 from genserve.common.model_store import ModelStore
+from genserve.common.style_request import StyleParams
 from genserve.vision.backbones import EfficientNetLite0, VGG16Features
 from genserve.vision.dream import DreamParams, dream
 from genserve.vision.samples import sample_image
 from genserve.vision.style import StyleTransfer, channels_last_copy
-from genserve.vision.style_params import StyleParams
 from genserve.vision.weights import load_from_store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from genserve.common.model_store import ModelEntry, ModelStore
+import pytest
+
+from genserve.common.model_store import ModelEntry, ModelStore, ModelStoreError
 from genserve.common.packages import sha256_of
 from genserve.text.checkpoint import load_checkpoint, read_metadata
 from tests.conftest import MODEL_STORE
@@ -53,3 +56,47 @@ def test_checkpoints_describe_themselves_without_pickle() -> None:
         loaded = load_checkpoint(path)
         assert loaded.vocab.size == json.loads(metadata["model_args"])["vocab_size"]
         assert sum(p.numel() for p in loaded.model.parameters()) == entry.parameter_count
+
+
+def small_store(tmp_path: Path) -> ModelStore:
+    """A manifest of three text models (files not needed: selection reads the manifest only)."""
+    store = ModelStore(tmp_path)
+    for name in ("alpha", "beta", "gamma"):
+        store.register(ModelEntry(name, "1", "text", "lstm", f"{name}.safetensors", "0" * 64, 1, "test", "none"))
+    manifest = json.loads(store.manifest_path.read_text())
+    manifest["defaults"] = {"text": "gamma"}
+    store.manifest_path.write_text(json.dumps(manifest))
+    return store
+
+
+def test_selection_follows_the_one_rule(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    everything = store.select("text", "", "")
+    assert (everything.names, everything.default) == (["alpha", "beta", "gamma"], "gamma")  # the store's default
+    named = store.select("text", "beta, alpha", "")
+    assert (named.names, named.default) == (["beta", "alpha"], "beta")  # the first one named
+    chosen = store.select("text", "alpha,beta", "alpha")
+    assert chosen.default == "alpha"
+    store.register(ModelEntry("delta", "1", "text", "lstm", "d.safetensors", "0" * 64, 1, "test", "none"))
+    assert store.family_defaults() == {"text": "gamma"}, "registering keeps the families' defaults"
+
+
+@pytest.mark.parametrize(
+    ("models", "default", "message"),
+    [
+        ("alpha,nope", "", "GENSERVE_TEXT_MODELS names 'nope', not text models in"),
+        ("", "nope", "GENSERVE_TEXT_DEFAULT_MODEL='nope' is not a loaded text model; it may name: alpha, beta, gamma"),
+        ("alpha", "beta", "GENSERVE_TEXT_DEFAULT_MODEL='beta' is not a loaded text model; it may name: alpha ("),
+    ],
+)
+def test_a_wrong_setting_names_the_variable_and_what_is_allowed(
+    tmp_path: Path, models: str, default: str, message: str
+) -> None:
+    with pytest.raises(ModelStoreError) as raised:
+        small_store(tmp_path).select("text", models, default)
+    assert message in str(raised.value)
+
+
+def test_a_family_without_models_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ModelStoreError, match="no latent models in"):
+        small_store(tmp_path).select("latent", "", "")

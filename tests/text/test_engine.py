@@ -5,22 +5,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 
 import pytest
 import torch
 
+from genserve.common.devices import configure_torch
 from genserve.common.errors import ResourceExhausted
 from genserve.text.decode_loop import DecodeLoop
-from genserve.text.engine import CompletionSpec, CompletionUpdate, DecodeEngine, Finish, GenerationJob
+from genserve.text.engine import DecodeEngine, Generation
 from genserve.text.models import CharLSTM, LSTMConfig
-from genserve.text.sampling import SamplingConfig
+from genserve.text.protocol import CompletionSpec, CompletionUpdate, Finish, GenerationSpec, SamplingConfig
 from genserve.text.vocab import CharVocab
 
 VOCAB = CharVocab.from_text("abcdefghij \n")
 
 
 class Collector:
-    """Receives a job's updates on the engine thread."""
+    """Receives a generation's updates on the engine thread."""
 
     def __init__(self) -> None:
         self.updates: list[CompletionUpdate] = []
@@ -46,15 +48,20 @@ class Collector:
 
 @pytest.fixture
 def engine() -> Iterator[DecodeEngine]:
+    """A tiny engine decoding on a thread of its own (in the service, the decode process's main thread)."""
     loop = DecodeLoop()
+    loaded: Future[DecodeEngine] = Future()
 
-    def load(wake: threading.Condition) -> DecodeEngine:
+    def main() -> None:
+        configure_torch(0)  # the engine's torch work runs on this thread, loading included
         torch.manual_seed(0)
         model = CharLSTM(LSTMConfig(VOCAB.size, embed_dim=8, hidden_size=32, num_layers=1, dropout=0.0)).eval()
-        return DecodeEngine("tiny", model, VOCAB, torch.device("cpu"), wake, max_batch=8, max_waiting=8)
+        engine = DecodeEngine("tiny", model, VOCAB, torch.device("cpu"), loop.wake, max_batch=8, max_waiting=8)
+        loaded.set_result(engine)
+        loop.run([engine])
 
-    engine = loop.start_thread(load, lambda loaded: [loaded]).result(timeout=30)
-    yield engine
+    threading.Thread(target=main, name="decode", daemon=True).start()
+    yield loaded.result(timeout=30)
     loop.stop()
 
 
@@ -66,17 +73,17 @@ def submit(
     max_tokens: int = 30,
     temperature: float = 1.0,
     stop: tuple[str, ...] = (),
-) -> tuple[GenerationJob, Collector]:
+) -> tuple[Generation, Collector]:
     collector = Collector()
     specs = [CompletionSpec(i, SamplingConfig(temperature=temperature), seed) for i, seed in enumerate(seeds)]
     collector.expected = len(specs)
-    job = GenerationJob(VOCAB.encode(prompt), specs, max_tokens, stop, False, 0, collector)
-    engine.submit(job)
-    return job, collector
+    generation = Generation(GenerationSpec(VOCAB.encode(prompt), tuple(specs), max_tokens, stop), collector)
+    engine.submit(generation)
+    return generation, collector
 
 
 def finished(collector: Collector) -> Collector:
-    assert collector.done.wait(10), "the engine did not finish the job"
+    assert collector.done.wait(10), "the engine did not finish the generation"
     assert collector.error is None
     return collector
 
@@ -101,9 +108,9 @@ def test_a_request_gives_the_same_text_alone_or_in_a_busy_batch(engine: DecodeEn
 
 
 def test_cancel_frees_the_batch_slot_at_the_next_step(engine: DecodeEngine) -> None:
-    job, collector = submit(engine, max_tokens=100_000)
+    generation, collector = submit(engine, max_tokens=100_000)
     wait_until(lambda: engine.active_rows == 1)
-    job.cancel()
+    generation.cancel()
     wait_until(lambda: engine.active_rows == 0, timeout=2)
     assert not collector.done.is_set()
 
@@ -130,8 +137,8 @@ def test_waiting_queue_is_bounded(engine: DecodeEngine) -> None:
     blockers.append(submit(engine, seeds=tuple(range(8)), max_tokens=10)[0])  # fills the waiting queue
     with pytest.raises(ResourceExhausted, match="limit 8"):
         submit(engine, seeds=(1,))
-    for job in blockers:
-        job.cancel()
+    for generation in blockers:
+        generation.cancel()
 
 
 def test_n_completions_are_independent_draws(engine: DecodeEngine) -> None:
@@ -152,7 +159,7 @@ def test_a_flush_interval_groups_tokens_without_losing_any(engine: DecodeEngine)
         collector(item)
 
     spec = CompletionSpec(0, SamplingConfig(), 4)
-    engine.submit(GenerationJob(VOCAB.encode("abc"), [spec], 300, (), False, 0, deliver, flush_interval=0.01))
+    engine.submit(Generation(GenerationSpec(VOCAB.encode("abc"), (spec,), 300, flush_interval=0.01), deliver))
     finished(collector)
     assert collector.text() == every_token.text()
     assert deliveries[0] == 1, "the first token goes out at once"

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from genserve.common.checkpoint import parameter_count
 from genserve.common.model_store import ModelEntry, ModelStore
 from genserve.common.packages import fetch_pinned_package
 from genserve.vision.backbones import (
@@ -29,7 +30,6 @@ from genserve.vision.backbones import (
     VGG16Features,
     WeightsMissing,
     load_backbone,
-    parameter_count,
     read_metadata,
 )
 from genserve.vision.weights import VGG16, fetch_and_convert, load_from_store

@@ -9,19 +9,13 @@ import pytest
 import torch
 
 from genserve.common.errors import InvalidArgument
+from genserve.common.style_request import StyleParams, max_scales, params_from_json, params_to_json, validate
 from genserve.vision.backbones import VGG16Features
 from genserve.vision.color import match_color, rgb_to_ycbcr
 from genserve.vision.pixels import resize
 from genserve.vision.samples import sample_image
 from genserve.vision.style import StateMismatch, StyleTransfer, blend_targets, gram_matrix, scale_sizes
-from genserve.vision.style_params import (
-    StyleParams,
-    StyleProgress,
-    max_scales,
-    params_from_json,
-    params_to_json,
-    validate,
-)
+from genserve.vision.style_progress import StyleProgress
 from tests.vision.conftest import PACKAGE_CACHE, to_rgb_tensor
 
 SIZE = 128  # small enough for 1 thread, big enough that relu5_1 has 8x5 positions
@@ -292,7 +286,7 @@ def test_a_state_only_loads_into_the_same_job(vgg: VGG16Features, content: torch
 def test_bad_params_name_the_field_and_range(vgg: VGG16Features, changes: dict[str, object], message: str) -> None:
     bad = dataclasses.replace(StyleParams(iterations=10, max_size=128), **changes)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument) as raised:
-        validate(bad, vgg.layer_names, 60, 256)
+        validate(bad, 60, 256)
     assert message in str(raised.value)
 
 
@@ -320,7 +314,7 @@ def test_params_survive_their_json_form() -> None:
 
 
 def test_the_torch_free_layer_list_is_the_network_s(vgg: VGG16Features) -> None:
-    from genserve.vision.layers import vgg16_layer_names
+    from genserve.common.style_request import vgg16_layer_names
 
     assert vgg16_layer_names() == vgg.layer_names
 

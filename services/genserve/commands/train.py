@@ -62,6 +62,7 @@ def train_text(
         TimeRemainingColumn,
     )
 
+    from genserve.common.checkpoint import parameter_count
     from genserve.common.devices import (
         bf16_autocast_supported,
         configure_torch,
@@ -71,7 +72,7 @@ def train_text(
     from genserve.common.packages import sha256_of
     from genserve.text.checkpoint import save_checkpoint
     from genserve.text.corpus import load_shakespeare, load_text_file
-    from genserve.text.models import CharGPT, CharLSTM, GPTConfig, LSTMConfig, parameter_count
+    from genserve.text.models import CharGPT, CharLSTM, GPTConfig, LSTMConfig
     from genserve.text.train import TrainConfig, encode_corpus, evaluate, train
     from genserve.text.vocab import CharVocab
 
@@ -204,6 +205,7 @@ def _run_latent(
     from rich.console import Console
     from rich.progress import Progress
 
+    from genserve.common.checkpoint import parameter_count
     from genserve.common.devices import configure_torch
     from genserve.common.model_store import ModelEntry, ModelStore
     from genserve.common.packages import sha256_of
@@ -219,7 +221,6 @@ def _run_latent(
         GeneratorConfig,
         VAEConfig,
         load_model,
-        parameter_count,
         save_model,
     )
     from genserve.latent.train import TrainConfig, train_classifier, train_gan, train_vae

@@ -135,7 +135,8 @@ class TextSettings:
     default_model: str = setting(
         "GENSERVE_TEXT_DEFAULT_MODEL",
         "",
-        "Model used when a request names none (empty = lowest validation loss).",
+        "Model used when a request names none; empty = the first of GENSERVE_TEXT_MODELS, else the store's "
+        "default (manifest `defaults`).",
     )
     max_tokens: int = setting("GENSERVE_TEXT_MAX_TOKENS", 2048, "Cap on max_tokens per completion.")
     default_max_tokens: int = setting("GENSERVE_TEXT_DEFAULT_MAX_TOKENS", 200, "max_tokens when a request leaves it 0.")
@@ -186,6 +187,19 @@ class ImageSettings:
 @dataclass(frozen=True)
 class VisionSettings:
     """DeepDream and interactive style-transfer limits of the vision service."""
+
+    models: str = setting(
+        "GENSERVE_VISION_MODELS",
+        "",
+        "Comma-separated vision backbones to load (empty = every vision model in the store); style previews "
+        "need vgg16.",
+    )
+    default_model: str = setting(
+        "GENSERVE_VISION_DEFAULT_MODEL",
+        "",
+        "Backbone a dream uses when the request names none; empty = the first of GENSERVE_VISION_MODELS, else the "
+        "store's default (manifest `defaults`).",
+    )
 
     concurrency: int = setting(
         "GENSERVE_VISION_CONCURRENCY", 1, "Dreams and previews computed at once (each uses every torch thread)."
@@ -239,7 +253,10 @@ class LatentSettings:
         "GENSERVE_LATENT_MODELS", "", "Comma-separated latent models to load (empty = every latent model in the store)."
     )
     default_model: str = setting(
-        "GENSERVE_LATENT_DEFAULT_MODEL", "mnist-vae-16d", "Model used when a request names none."
+        "GENSERVE_LATENT_DEFAULT_MODEL",
+        "",
+        "Model used when a request names none; empty = the first of GENSERVE_LATENT_MODELS, else the store's "
+        "default (manifest `defaults`).",
     )
     max_images: int = setting(
         "GENSERVE_LATENT_MAX_IMAGES", 64, "Most images (or latent points, frames, strengths) in one request."

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from genserve.common.config import ConfigError
+
 
 def pick_device(preference: str = "auto") -> torch.device:
-    """'auto' → CUDA when present, else CPU; 'cpu' or 'cuda[:n]' force a device."""
+    """'auto' → CUDA when present, else CPU; 'cpu' or 'cuda[:n]' force a device (GENSERVE_DEVICE)."""
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ConfigError(f"GENSERVE_DEVICE={preference!r} is not a device; use auto, cpu or cuda[:n]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {preference!r} was asked for but CUDA is not available")
+        raise ConfigError(f"GENSERVE_DEVICE={preference!r} asks for CUDA, which this machine lacks; use auto or cpu")
     return device
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from genserve.common.errors import InvalidArgument, ResourceExhausted
+from genserve.v1 import common_pb2
 
 if TYPE_CHECKING:  # torch is imported by the tensor helpers only: the gateway decodes images without it
     import torch
@@ -126,3 +127,8 @@ def encode_png(image: Image.Image | torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue()
+
+
+def image_message(image: EncodedImage) -> common_pb2.Image:
+    """The protobuf form of an encoded image, as every reply carries it."""
+    return common_pb2.Image(data=image.data, mime_type=image.mime_type, width=image.width, height=image.height)

@@ -10,7 +10,6 @@ gated, so probes and grpcurl work without a key.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import hmac
 import logging
@@ -19,17 +18,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from genserve.common.caller import ANONYMOUS, PRINCIPAL_HEADER, current_principal
+from genserve.common.config import ConfigError
 from genserve.common.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
 from genserve.common.interceptors import WrappingInterceptor
 from genserve.common.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-ANONYMOUS = "anonymous"
-PRINCIPAL_HEADER = "x-genserve-principal"
-
-# The principal of the call being handled (set by the interceptor, read by servicers).
-current_principal: contextvars.ContextVar[str] = contextvars.ContextVar("principal", default=ANONYMOUS)
 
 
 @dataclass(frozen=True)
@@ -41,7 +36,7 @@ class ApiKey:
 def parse_api_keys(spec: str) -> list[ApiKey]:
     """'alice:s3cret, b0b-key' → keys; an unnamed key's principal is a hash prefix of it."""
     keys = []
-    for raw in spec.split(","):
+    for position, raw in enumerate(spec.split(","), start=1):
         item = raw.strip()
         if not item:
             continue
@@ -49,7 +44,11 @@ def parse_api_keys(spec: str) -> list[ApiKey]:
         if not sep:
             name, secret = "key-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
         if not name or not secret:
-            raise ValueError(f"API key entry {item!r} must be 'key' or 'name:key'")
+            # The entry itself is not echoed: it may hold most of a secret.
+            raise ConfigError(
+                f"GENSERVE_API_KEYS entry {position} has an empty name or key; each comma-separated entry "
+                "must be 'key' or 'name:key'"
+            )
         keys.append(ApiKey(name, secret))
     return keys
 

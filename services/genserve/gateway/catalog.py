@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from genserve.common.caller import forwarded_principal
 from genserve.common.errors import NotFound, Unavailable
 from genserve.gateway.forward import Backend, CallPolicy
 from genserve.v1 import models_pb2, models_pb2_grpc
@@ -25,7 +26,7 @@ class GatewayCatalogServicer(models_pb2_grpc.ModelServiceServicer):
     ) -> list[models_pb2.ModelInfo] | None:
         try:
             response = await self.stubs[backend.name].ListModels(
-                request, timeout=deadline_seconds, metadata=self.policy.metadata()
+                request, timeout=deadline_seconds, metadata=forwarded_principal()
             )
         except grpc.aio.AioRpcError as error:
             log.warning("ListModels on %s failed: %s", backend.name, self.policy.error(backend, error).message)

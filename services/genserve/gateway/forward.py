@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from genserve.common.caller import forwarded_principal
 from genserve.common.config import GatewaySettings, ServerSettings
 from genserve.common.errors import RemoteError
 from genserve.common.metrics import Metrics
 from genserve.common.server import channel_options
-from genserve.gateway.auth import PRINCIPAL_HEADER, current_principal
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ class CallPolicy:
         if remaining is None:
             return self.settings.default_deadline_seconds
         return max(0.0, min(remaining, self.settings.max_deadline_seconds))
-
-    @staticmethod
-    def metadata() -> tuple[tuple[str, str], ...]:
-        return ((PRINCIPAL_HEADER, current_principal.get()),)
 
     def error(self, backend: Backend, error: grpc.aio.AioRpcError) -> RemoteError:
         code = error.code()
@@ -85,7 +81,7 @@ def _unary(path: str, backend: Backend, policy: CallPolicy) -> Any:
 
     async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return await call_backend(request, timeout=policy.timeout(context), metadata=policy.metadata())
+            return await call_backend(request, timeout=policy.timeout(context), metadata=forwarded_principal())
         except grpc.aio.AioRpcError as error:
             raise policy.error(backend, error) from None
 
@@ -98,7 +94,7 @@ def _stream(path: str, backend: Backend, policy: CallPolicy) -> Any:
     async def forward(request: bytes, context: grpc.aio.ServicerContext) -> None:
         # context.write rather than yield: every message of every stream passes here, and a
         # coroutine spares the generator layers (the interceptors wrap it the same way).
-        call = call_backend(request, timeout=policy.timeout(context), metadata=policy.metadata())
+        call = call_backend(request, timeout=policy.timeout(context), metadata=forwarded_principal())
         try:
             while True:
                 message = await call.read()

@@ -15,7 +15,7 @@ import threading
 
 import grpc
 
-from genserve.common.config import ImageSettings, JobSettings, ModelSettings
+from genserve.common.config import ConfigError, ImageSettings, JobSettings, ModelSettings
 from genserve.common.devices import configure_torch, pick_device
 from genserve.common.errors import Unavailable
 from genserve.common.metrics import Metrics
@@ -57,7 +57,7 @@ class WorkerRole:
         if not self.redis_url:
             raise Unavailable("the worker needs REDIS_URL (redis://host:port/db)")
         if settings.heartbeat_seconds * 2 > settings.claim_idle_seconds:
-            raise ValueError(
+            raise ConfigError(
                 f"GENSERVE_JOB_HEARTBEAT_SECONDS ({settings.heartbeat_seconds}) must be under half of "
                 f"GENSERVE_JOB_CLAIM_IDLE_SECONDS ({settings.claim_idle_seconds}), or live workers lose their jobs"
             )

@@ -1,7 +1,7 @@
 """JobService, served by the gateway: the job API over Redis, owned by the caller's API key.
 
-Submissions are validated here, before anything is queued, with the vision service's own checks
-and messages (the job caps instead of the preview caps). The gateway never imports torch.
+Submissions are checked here, before anything is queued, by the one style-request parser the
+vision service uses too (with the job caps instead of the preview caps). The gateway never imports torch.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import RedisError
 
+from genserve.common.caller import current_principal
 from genserve.common.config import ImageSettings, JobSettings
 from genserve.common.errors import InvalidArgument
 from genserve.common.images import ImageLimits, decode_image
 from genserve.common.metrics import Metrics
 from genserve.common.seeds import fresh_seed
-from genserve.gateway.auth import current_principal
+from genserve.common.style_request import StyleParams, StyleRequest, params_to_json, parse_style_request
 from genserve.jobs.queue import JobQueue, NewJob
 from genserve.jobs.records import STATES, JobEventRecord, JobRecord
 from genserve.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, vision_pb2
-from genserve.vision.proto import style_images_from_proto, style_params_from_proto
-from genserve.vision.style_params import StyleParams, check_request, params_to_json
 
 MAX_IDEMPOTENCY_KEY = 128
 MAX_PAGE_SIZE = 100
@@ -102,10 +101,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def queue(self) -> JobQueue:
         return self._queue()
 
-    def _check_images(self, request: vision_pb2.StyleTransferRequest) -> None:
-        decode_image(request.content.data, "content", self.limits)
-        for i, style in enumerate(request.styles):
-            decode_image(style.image.data, f"styles[{i}].image", self.limits)
+    def _check_images(self, request: StyleRequest) -> None:
+        decode_image(request.content, "content", self.limits)
+        for i, (image, _) in enumerate(request.styles):
+            decode_image(image, f"styles[{i}].image", self.limits)
 
     async def SubmitStyleTransfer(
         self, request: jobs_pb2.SubmitStyleTransferRequest, context: grpc.aio.ServicerContext
@@ -114,26 +113,23 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         if len(key) > MAX_IDEMPOTENCY_KEY:
             raise InvalidArgument(f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY} characters, got {len(key)}")
         style = request.request
-        seed = style.seed if style.HasField("seed") else fresh_seed()
-        styles = style_images_from_proto(list(style.styles))
-        params = check_request(
-            style_params_from_proto(style.params, StyleParams()),
-            seed,
-            style.params.preview_every,
-            len(styles),
+        checked = parse_style_request(
+            style,
+            StyleParams(),
             self.settings.max_steps,
             self.settings.max_size,
+            style.seed if style.HasField("seed") else fresh_seed(),
         )
-        await asyncio.to_thread(self._check_images, style)  # decoding is CPU work: off the event loop
+        await asyncio.to_thread(self._check_images, checked)  # decoding is CPU work: off the event loop
         job = NewJob(
             owner=current_principal.get(),
             idempotency_key=key,
-            params_json=params_to_json(params),
-            total_steps=params.iterations,
-            seed=seed,
-            preview_every=style.params.preview_every,
-            content=style.content.data,
-            styles=styles,
+            params_json=params_to_json(checked.params),
+            total_steps=checked.params.iterations,
+            seed=checked.params.seed,
+            preview_every=checked.preview_every,
+            content=checked.content,
+            styles=list(checked.styles),
         )
         try:
             record, created = await self.queue.submit(job)

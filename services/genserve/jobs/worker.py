@@ -36,11 +36,12 @@ from genserve.common.config import ImageSettings, JobSettings
 from genserve.common.images import ImageLimits, decode_image, encode_png, to_tensor
 from genserve.common.metrics import Metrics
 from genserve.common.redis_clients import text_of
+from genserve.common.style_request import params_from_json
 from genserve.jobs import scripts
 from genserve.jobs.records import PREFIX, QUEUE, JobRecord, job_key, losses_json
 from genserve.vision.backbones import VGG16Features
 from genserve.vision.style import StateMismatch, StyleTransfer
-from genserve.vision.style_params import StyleProgress, params_from_json
+from genserve.vision.style_progress import StyleProgress
 
 log = logging.getLogger(__name__)
 

@@ -23,16 +23,16 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_model as load_safetensors_model
-from safetensors.torch import save_model as save_safetensors_model
 from torch import Tensor, nn
+
+from genserve.common.checkpoint import load_weights, read_header, write_checkpoint
+from genserve.common.model_store import ModelStoreError
 
 FORMAT = "genserve.latent/1"
 IMAGE_SIZE = 28
 
 
-class LatentModelError(RuntimeError):
+class LatentModelError(ModelStoreError):
     """A latent model file is missing or is not one of ours."""
 
 
@@ -297,20 +297,13 @@ _KINDS: dict[str, tuple[type[nn.Module], type[Any]]] = {
 }
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def save_model(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write `model` as safetensors; the header holds its kind and config plus `metadata` (strings)."""
     kind = getattr(model, "kind", None)
     if kind not in _KINDS:
         raise TypeError(f"cannot save {type(model).__name__}: not a latent model")
-    header = dict(metadata or {})
     config = asdict(model.config)  # type: ignore[call-overload]
-    header.update({"format": FORMAT, "kind": kind, "config": json.dumps(config)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors_model(model, str(path), metadata=header)
+    write_checkpoint(model, path, FORMAT, {**(metadata or {}), "kind": kind, "config": json.dumps(config)})
 
 
 def _train_command_for(path: Path) -> str:
@@ -329,11 +322,7 @@ def read_metadata(path: Path) -> dict[str, str]:
             f"latent model file {path} is missing; make it with `{_train_command_for(path)}` "
             "(the manifest entry, if any, records the exact command)"
         )
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise LatentModelError(f"{path} is not a genserve latent model (format {metadata.get('format')!r})")
-    return dict(metadata)
+    return read_header(path, FORMAT, "genserve latent model")
 
 
 def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
@@ -349,9 +338,6 @@ def load_model(path: Path, device: torch.device | None = None) -> VAE | Generato
     model = build_model(metadata["kind"], json.loads(metadata["config"]))
     if not isinstance(model, VAE | Generator | Classifier):
         raise LatentModelError(f"{path} holds a {metadata['kind']}, which is not served")
-    target = device or torch.device("cpu")
-    load_safetensors_model(model, str(path), device=str(target))
-    model.to(target).eval()
-    model.requires_grad_(False)
+    load_weights(model, path, device or torch.device("cpu"))
     model.metadata = metadata
     return model

@@ -71,18 +71,12 @@ class LatentRole:
     async def start(self) -> None:
         from genserve.latent.models import load_model
 
-        wanted = {name.strip() for name in self.settings.models.split(",") if name.strip()}
-        entries = [e for e in self.store.entries_of("latent") if not wanted or e.name in wanted]
-        missing = wanted - {e.name for e in entries}
-        if missing:
-            raise ValueError(f"GENSERVE_LATENT_MODELS names models not in the store: {', '.join(sorted(missing))}")
-        if not entries:
-            raise ValueError("no latent models in the model store (family 'latent' in model_store/manifest.json)")
+        selection = self.store.select("latent", self.settings.models, self.settings.default_model)
 
         def load() -> dict[str, LatentModel]:
             device = pick_device(self.model_settings.device)
             loaded = {}
-            for entry in entries:
+            for entry in selection.entries:
                 path = self.store.verified_path(entry)
                 # float64: a GEMM's float32 rounding depends on the batch's size, which would let one image's
                 # pixels depend on the requests it shared a pass with; in float64 the difference never reaches
@@ -95,7 +89,7 @@ class LatentRole:
             return loaded
 
         models = await asyncio.wrap_future(self.executor.submit(load))
-        default = self.settings.default_model if self.settings.default_model in models else sorted(models)[0]
+        default = selection.default
         client = async_client(self.redis_url) if self.redis_url else None
         if client is None:
             log.warning("REDIS_URL is not set: user concepts are kept in memory and lost on restart")

@@ -11,13 +11,12 @@ from collections.abc import Callable, Sequence
 import grpc
 import torch
 
+from genserve.common.caller import principal_of
 from genserve.common.errors import InvalidArgument, Unavailable
-from genserve.common.images import EncodedImage
-from genserve.gateway.auth import ANONYMOUS, PRINCIPAL_HEADER
+from genserve.common.images import EncodedImage, image_message
 from genserve.latent.concepts import ConceptVector
 from genserve.latent.service import LatentEngine, LatentModel, PointInput
 from genserve.v1 import latent_pb2, latent_pb2_grpc
-from genserve.vision.proto import image_message
 
 METHODS = {
     latent_pb2.INTERPOLATION_METHOD_UNSPECIFIED: "slerp",
@@ -27,10 +26,7 @@ METHODS = {
 
 
 def principal(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == PRINCIPAL_HEADER:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return ANONYMOUS
+    return principal_of(context.invocation_metadata())
 
 
 def point_input(point: latent_pb2.LatentPoint) -> PointInput:

@@ -1,7 +1,5 @@
-"""Self-describing language-model checkpoints: safetensors weights + JSON metadata in the header.
-
-The header carries the architecture, `model_args` and the vocabulary, so a file rebuilds its
-model on its own. Nothing is pickled.
+"""Language-model checkpoints: safetensors weights, with the architecture, `model_args` and the
+vocabulary in the header (common/checkpoint.py), so a file rebuilds its model on its own.
 """
 
 from __future__ import annotations
@@ -11,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_model, save_model
 
+from genserve.common.checkpoint import load_weights, read_header, write_checkpoint
 from genserve.text.models import LanguageModel, build_model, model_args_of
 from genserve.text.vocab import CharVocab
 
@@ -28,28 +25,21 @@ class LoadedModel:
 
 
 def save_checkpoint(path: Path, model: LanguageModel, vocab: CharVocab) -> None:
-    metadata = {
-        "format": FORMAT,
+    header = {
         "architecture": model.architecture,
         "model_args": json.dumps(model_args_of(model)),
         "vocab": json.dumps(vocab.to_json()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(path), metadata=metadata)
+    write_checkpoint(model, path, FORMAT, header)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a genserve text checkpoint (format {metadata.get('format')!r})")
-    return metadata
+    return read_header(path, FORMAT, "genserve text checkpoint")
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
     metadata = read_metadata(path)
     vocab = CharVocab.from_json(json.loads(metadata["vocab"]))
     model = build_model(metadata["architecture"], json.loads(metadata["model_args"]))
-    load_model(model, str(path), device=str(device))
-    model.to(device).eval()
+    load_weights(model, path, device)
     return LoadedModel(model=model, vocab=vocab, architecture=metadata["architecture"])

@@ -1,27 +1,21 @@
 """The decoding loop: ticks every engine that has work, in turn, until stopped.
 
-In the service it runs on the main thread of the decode worker process (worker.py), the only
+In the service it runs on the main thread of the decode process (decode_process.py), the only
 thread there that runs torch. That is deliberate: each thread that starts parallel torch work
 gets its own OpenMP team, and with more team threads than cores OpenMP stops spinning between
 parallel regions, so every small op pays a wake-up (measured here: a 32-row LSTM step 2.5 ms
 from one thread, 3.2 ms once a second thread had run torch; an element-wise add 5 µs vs 34 µs).
-`start_thread` runs the same loop on a thread of its own, for tests.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import TypeVar
 
 import torch
 
-from genserve.common.devices import configure_torch
 from genserve.common.errors import Unavailable
 from genserve.text.engine import DecodeEngine
-
-T = TypeVar("T")
 
 SHUTTING_DOWN = "the text service is shutting down; retry on another replica"
 
@@ -55,23 +49,3 @@ class DecodeLoop:
         for engine in engines:
             engine.fail_all(Unavailable(SHUTTING_DOWN))
         after_tick(True)
-
-    def start_thread(
-        self, load: Callable[[threading.Condition], T], engines_of: Callable[[T], list[DecodeEngine]]
-    ) -> Future[T]:
-        """Run on a new thread that first calls `load(wake)` (torch work, so there too); the
-        future resolves to what `load` returned, or to its error."""
-        loaded: Future[T] = Future()
-
-        def main() -> None:
-            configure_torch(0)
-            try:
-                result = load(self.wake)
-            except BaseException as error:  # reported to whoever waits for the models
-                loaded.set_exception(error)
-                return
-            loaded.set_result(result)
-            self.run(engines_of(result))
-
-        threading.Thread(target=main, name="decode", daemon=True).start()
-        return loaded

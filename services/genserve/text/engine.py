@@ -1,15 +1,14 @@
 """Continuous batching: one forward step per tick over all active rows of a model.
 
-A request (`GenerationJob`) becomes one row per completion. Each tick: waiting jobs are
+A request (`Generation`) becomes one row per completion. Each tick: waiting generations are
 admitted (prompt prefilled, rows appended), cancelled rows are dropped, every row samples its
 next token from its own controls and seeded generator, finished rows leave, and the survivors
-advance one step together. Updates go back through `job.deliver`, called on the decoding thread
-(the worker's outbox collects them for the gRPC process).
+advance one step together. Updates go back through `generation.deliver`, called on the decoding thread
+(the decode process's outbox collects them for the gRPC process).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
@@ -32,46 +31,16 @@ from genserve.text.decoding import (
 )
 from genserve.text.engine_stats import StatsBuffer
 from genserve.text.models import LanguageModel
-from genserve.text.sampling import BatchControls, SamplingConfig, choose_tokens
+from genserve.text.protocol import CompletionSpec, CompletionUpdate, Finish, GenerationSpec, TokenOut
+from genserve.text.sampling import BatchControls, choose_tokens
 from genserve.text.stops import find_stop, held_back
 from genserve.text.vocab import CharVocab
 
 log = logging.getLogger(__name__)
 
 
-class Finish(enum.Enum):
-    LENGTH = "length"
-    STOP = "stop"
-
-
-@dataclass(frozen=True)
-class CompletionSpec:
-    index: int
-    sampling: SamplingConfig
-    seed: int
-
-
-@dataclass(frozen=True)
-class TokenOut:
-    id: int
-    text: str
-    logprob: float | None = None
-    top: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class CompletionUpdate:
-    """Newly released part of one completion; `finish` is set on its last update."""
-
-    index: int
-    text: str
-    tokens: tuple[TokenOut, ...]
-    finish: Finish | None = None
-    completion_tokens: int = 0
-
-
 class EngineFailure(GenserveError):
-    """The decoding step failed; every job in the batch gets this (INTERNAL)."""
+    """The decoding step failed; every generation in the batch gets this (INTERNAL)."""
 
 
 Delivery = list[CompletionUpdate] | BaseException
@@ -79,18 +48,11 @@ Deliver = Callable[[Delivery], None]
 
 
 @dataclass(eq=False)
-class GenerationJob:
-    prompt_ids: list[int]
-    specs: list[CompletionSpec]
-    max_tokens: int
-    stop: tuple[str, ...]
-    logprobs: bool
-    top_logprobs: int
+class Generation:
+    """A request being decoded: its checked spec, where its updates go, and its live state."""
+
+    spec: GenerationSpec
     deliver: Deliver
-    incremental: bool = True  # False: deliver each completion once, when it finishes
-    # Incremental jobs: updates are handed over at most once per this many seconds (the first
-    # and a finished completion's last at once); in between the text piles up in its row.
-    flush_interval: float = 0.0
     last_flush: float = -math.inf
     rows: list[Any] = field(default_factory=list)  # its _Rows, set at admission
     cancelled: bool = False  # set by the caller's thread; read at every tick
@@ -102,18 +64,19 @@ class GenerationJob:
 
 class _Row:
     """Decoding state of one completion. Sampled text accumulates here; `take_update()` hands
-    over what may be released, when the engine flushes the job."""
+    over what may be released, when the engine flushes the generation."""
 
     __slots__ = (
-        "finish", "forced", "generated", "job", "pending", "releasable", "released", "reported", "rng", "spec", "text",
+        "completion", "finish", "forced", "generated", "generation", "pending", "releasable", "released", "reported",
+        "rng", "text",
     )  # fmt: skip
 
-    def __init__(self, job: GenerationJob, spec: CompletionSpec, forced: Sequence[int] = ()) -> None:
-        self.job = job
-        self.spec = spec
+    def __init__(self, generation: Generation, completion: CompletionSpec, forced: Sequence[int] = ()) -> None:
+        self.generation = generation
+        self.completion = completion
         # Prompt tokens still to be fed through the batched steps (short prompts are read this way).
         self.forced: deque[int] = deque(forced)
-        self.rng = np.random.default_rng(spec.seed)
+        self.rng = np.random.default_rng(completion.seed)
         self.generated = 0
         self.text = ""
         self.released = 0  # characters of `text` handed to the caller
@@ -123,24 +86,24 @@ class _Row:
         self.pending: deque[TokenOut] = deque()  # tokens whose text is not released yet
 
     def advance(self, piece: str, token: TokenOut | None) -> bool:
-        """Append a sampled token's text (and its details, when the job wants logprobs).
+        """Append a sampled token's text (and its details, when the generation wants logprobs).
         True when the completion just finished."""
-        job = self.job
+        spec = self.generation.spec
         self.generated += 1
         previous = len(self.text)
         self.text += piece
         if token is not None:
             self.pending.append(token)
-        if job.stop:
-            stop_at = find_stop(self.text, previous, job.stop)
+        if spec.stop:
+            stop_at = find_stop(self.text, previous, spec.stop)
             if stop_at is not None:
                 self.finish, self.releasable = Finish.STOP, max(stop_at, self.released)
                 return True
-        if self.generated >= job.max_tokens:
+        if self.generated >= spec.max_tokens:
             self.finish, self.releasable = Finish.LENGTH, len(self.text)  # a held-back stop prefix too
             return True
-        if job.incremental:
-            self.releasable = len(self.text) - (held_back(self.text, job.stop) if job.stop else 0)
+        if spec.incremental:
+            self.releasable = len(self.text) - (held_back(self.text, spec.stop) if spec.stop else 0)
         return False
 
     def take_update(self) -> CompletionUpdate | None:
@@ -151,7 +114,7 @@ class _Row:
         text = self.text[self.released : self.releasable]
         self.released = self.releasable
         self.reported = self.finish is not None
-        return CompletionUpdate(self.spec.index, text, tokens, self.finish, self.generated if self.finish else 0)
+        return CompletionUpdate(self.completion.index, text, tokens, self.finish, self.generated if self.finish else 0)
 
     def _release_tokens(self, release_to: int) -> tuple[TokenOut, ...]:
         # Tokens are released whole; those overlapping a stop sequence are dropped.
@@ -194,18 +157,18 @@ class DecodeEngine:
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.onednn_min_batch = onednn_min_batch
-        self._waiting: deque[GenerationJob] = deque()
+        self._waiting: deque[Generation] = deque()
         self._waiting_rows = 0
         self._wake = wake  # shared with the decoding loop, notified on every submit
-        self._unflushed: dict[int, GenerationJob] = {}  # jobs holding updates not handed over yet
-        self._awaiting_first: dict[int, GenerationJob] = {}  # admitted jobs without a sampled token
+        self._unflushed: dict[int, Generation] = {}  # generations holding updates not handed over yet
+        self._awaiting_first: dict[int, Generation] = {}  # admitted generations without a sampled token
         self._reset_batch()
 
     # --- caller side -----------------------------------------------------------------------
 
-    def submit(self, job: GenerationJob) -> None:
-        """Queue a job; it joins the running batch at the next step with room for it."""
-        rows = len(job.specs)
+    def submit(self, generation: Generation) -> None:
+        """Queue a generation; it joins the running batch at the next step with room for it."""
+        rows = len(generation.spec.completions)
         if rows > self.max_batch:
             raise ResourceExhausted(f"the request needs {rows} sequences but at most {self.max_batch} decode together")
         with self._wake:
@@ -214,7 +177,7 @@ class DecodeEngine:
                     f"text model {self.name!r} is busy: {self._waiting_rows} sequences already wait "
                     f"for a batch slot (limit {self.max_waiting}); retry later"
                 )
-            self._waiting.append(job)
+            self._waiting.append(generation)
             self._waiting_rows += rows
             self.stats.waiting = self._waiting_rows
             self._wake.notify()
@@ -233,22 +196,22 @@ class DecodeEngine:
         return bool(self._rows or self._waiting or self._unflushed)
 
     def tick(self) -> None:
-        """One step; a failure fails the jobs in the batch (logged), not the thread."""
+        """One step; a failure fails the generations in the batch (logged), not the thread."""
         try:
             self._tick()
         except Exception:
             log.exception("decoding step of %s failed; failing %d rows", self.name, len(self._rows))
             failure = EngineFailure(f"decoding failed on model {self.name!r}")
-            self._dispatch([(job, failure) for job in {row.job for row in self._rows}])
+            self._dispatch([(generation, failure) for generation in {row.generation for row in self._rows}])
             self._reset_batch()
 
     def fail_all(self, error: GenserveError) -> None:
-        """Shutting down: every waiting and running job gets `error`."""
+        """Shutting down: every waiting and running generation gets `error`."""
         with self._wake:
-            jobs = {*self._waiting, *(row.job for row in self._rows)}
+            generations = {*self._waiting, *(row.generation for row in self._rows)}
             self._waiting.clear()
             self._waiting_rows = 0
-        self._dispatch([(job, error) for job in jobs])
+        self._dispatch([(generation, error) for generation in generations])
         self._reset_batch()
 
     def _reset_batch(self) -> None:
@@ -263,62 +226,62 @@ class DecodeEngine:
         self._controls = BatchControls.of([], vocab, self.device)
 
     @staticmethod
-    def _dispatch(deliveries: list[tuple[GenerationJob, Delivery]]) -> None:
-        for job, item in deliveries:
-            job.deliver(item)
+    def _dispatch(deliveries: list[tuple[Generation, Delivery]]) -> None:
+        for generation, item in deliveries:
+            generation.deliver(item)
 
-    def _take_waiting(self) -> list[GenerationJob]:
+    def _take_waiting(self) -> list[Generation]:
         taken = []
         with self._wake:
             room = self.max_batch - len(self._rows)
-            while self._waiting and len(self._waiting[0].specs) <= room:
-                job = self._waiting.popleft()
-                self._waiting_rows -= len(job.specs)
-                if job.cancelled:
+            while self._waiting and len(self._waiting[0].spec.completions) <= room:
+                generation = self._waiting.popleft()
+                self._waiting_rows -= len(generation.spec.completions)
+                if generation.cancelled:
                     continue
-                room -= len(job.specs)
-                taken.append(job)
+                room -= len(generation.spec.completions)
+                taken.append(generation)
             self.stats.waiting = self._waiting_rows
         return taken
 
     def _admit(self) -> None:
-        """Add waiting jobs to the batch: short prompts as blank rows that read their prompt one
+        """Add waiting generations to the batch: short prompts as blank rows that read their prompt one
         token per step alongside everyone else (costing the others nothing), long ones by a
         dedicated prefill (one fast sequence kernel instead of hundreds of steps)."""
-        jobs = self._take_waiting()
-        if not jobs:
+        generations = self._take_waiting()
+        if not generations:
             return
         vocab = self.vocab.size
         new_logits, new_seen = [], []
-        for job in jobs:
-            copies = len(job.specs)
-            if len(job.prompt_ids) < PREFILL_ONEDNN_MIN_TOKENS:
+        for generation in generations:
+            copies = len(generation.spec.completions)
+            if len(generation.spec.prompt_ids) < PREFILL_ONEDNN_MIN_TOKENS:
                 self._decoder.add_blank(copies)
                 logits = torch.zeros(vocab, device=self.device)  # unused until the prompt is read
-                forced: Sequence[int] = job.prompt_ids
+                forced: Sequence[int] = generation.spec.prompt_ids
             else:
-                logits, state = self._decoder.prefill(job.prompt_ids)
+                logits, state = self._decoder.prefill(generation.spec.prompt_ids)
                 self._decoder.add(state, copies)
                 forced = ()
             seen = torch.zeros(vocab, dtype=torch.bool, device=self.device)
-            seen[torch.tensor(job.prompt_ids, device=self.device)] = True
+            seen[torch.tensor(generation.spec.prompt_ids, device=self.device)] = True
             new_logits.append(logits.expand(copies, -1))
             new_seen.append(seen.expand(copies, -1))
-            job.rows = [_Row(job, spec, forced) for spec in job.specs]
-            self._rows.extend(job.rows)
-            self._awaiting_first[id(job)] = job
+            generation.rows = [_Row(generation, spec, forced) for spec in generation.spec.completions]
+            self._rows.extend(generation.rows)
+            self._awaiting_first[id(generation)] = generation
         self._logits = torch.cat([self._logits, *new_logits])
         self._seen = torch.cat([self._seen, *new_seen])
         self._counts = torch.cat(
-            [self._counts, torch.zeros(sum(len(j.specs) for j in jobs), vocab, device=self.device)]
+            [self._counts, torch.zeros(sum(len(g.spec.completions) for g in generations), vocab, device=self.device)]
         )
         self._refresh_controls()
 
     def _refresh_controls(self) -> None:
         if self.stream_messages_per_second > 0:
-            streams = len({id(row.job) for row in self._rows if row.job.incremental})
+            streams = len({id(row.generation) for row in self._rows if row.generation.spec.incremental})
             self._stream_floor = streams / self.stream_messages_per_second
-        self._controls = BatchControls.of([r.spec.sampling for r in self._rows], self.vocab.size, self.device)
+        self._controls = BatchControls.of([r.completion.sampling for r in self._rows], self.vocab.size, self.device)
         self.stats.active = len(self._rows)
 
     def _compact(self, leaving: Sequence[int], tokens: torch.Tensor) -> torch.Tensor:
@@ -334,7 +297,7 @@ class DecodeEngine:
 
     def _tick(self) -> None:
         self._admit()
-        cancelled = [i for i, row in enumerate(self._rows) if row.job.cancelled]
+        cancelled = [i for i, row in enumerate(self._rows) if row.generation.cancelled]
         if cancelled:
             self._compact(cancelled, torch.zeros(len(self._rows), dtype=torch.long, device=self.device))
         if not self._rows:
@@ -362,20 +325,20 @@ class DecodeEngine:
         self._seen[sampling_index, sampled] = True
         self._counts[sampling_index, sampled] += 1
         finished: list[int] = []
-        finishing: set[int] = set()  # jobs with a completion that finished at this step
+        finishing: set[int] = set()  # generations with a completion that finished at this step
         unflushed = self._unflushed
         chars = self.vocab.chars
         ids = sampled.tolist()
         details = self._token_details(sampling, sampled, ids)
         for i, token_id, detail in zip(sampling, ids, details, strict=True):
             row = rows[i]
-            job = row.job
+            generation = row.generation
             if row.advance(chars[token_id], detail):
                 finished.append(i)
-                finishing.add(id(job))
-                unflushed[id(job)] = job
-            elif job.incremental:
-                unflushed[id(job)] = job
+                finishing.add(id(generation))
+                unflushed[id(generation)] = generation
+            elif generation.spec.incremental:
+                unflushed[id(generation)] = generation
         self._first_tokens(sampling)
         self._flush(finishing)
         self.stats.tokens += len(sampling)
@@ -386,20 +349,21 @@ class DecodeEngine:
         self.stats.steps.append((time.perf_counter() - started, size))
 
     def _flush(self, finishing: set[int]) -> None:
-        """Hand over what each job may receive now: a finished completion at once, the rest at
-        most once per max(the job's flush interval, the stream budget's share per stream)."""
+        """Hand over what each generation may receive now: a finished completion at once, the rest at
+        most once per max(the generation's flush interval, the stream budget's share per stream)."""
         now = time.perf_counter()
-        deliveries: list[tuple[GenerationJob, Delivery]] = []
-        for key, job in list(self._unflushed.items()):
-            if job.cancelled:
+        deliveries: list[tuple[Generation, Delivery]] = []
+        for key, generation in list(self._unflushed.items()):
+            if generation.cancelled:
                 del self._unflushed[key]
                 continue
-            if key not in finishing and now - job.last_flush < max(job.flush_interval, self._stream_floor):
+            interval = max(generation.spec.flush_interval, self._stream_floor)
+            if key not in finishing and now - generation.last_flush < interval:
                 continue
-            updates = [update for row in job.rows if (update := row.take_update()) is not None]
+            updates = [update for row in generation.rows if (update := row.take_update()) is not None]
             if updates:
-                deliveries.append((job, updates))
-            job.last_flush = now
+                deliveries.append((generation, updates))
+            generation.last_flush = now
             del self._unflushed[key]
         if deliveries:
             self._dispatch(deliveries)
@@ -409,21 +373,21 @@ class DecodeEngine:
             return
         now = time.perf_counter()
         for i in sampling:
-            job = self._rows[i].job
-            if self._awaiting_first.pop(id(job), None) is not None:
-                self.stats.first_tokens.append(now - job.submitted_at)
+            generation = self._rows[i].generation
+            if self._awaiting_first.pop(id(generation), None) is not None:
+                self.stats.first_tokens.append(now - generation.submitted_at)
 
     def _token_details(self, sampling: list[int], tokens: torch.Tensor, ids: list[int]) -> list[TokenOut | None]:
-        """Per sampling row: the token with its log-probabilities when its job asked for them,
+        """Per sampling row: the token with its log-probabilities when its generation asked for them,
         else None (tokens is aligned with `sampling`)."""
         rows = [self._rows[i] for i in sampling]
-        if not any(row.job.logprobs for row in rows):
+        if not any(row.generation.spec.logprobs for row in rows):
             return [None] * len(rows)
         chars = self.vocab.chars
         logits = self._logits.index_select(0, torch.tensor(sampling, dtype=torch.long, device=self.device))
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         chosen = logprobs.gather(-1, tokens[:, None])[:, 0].tolist()
-        k = max(row.job.top_logprobs for row in rows)
+        k = max(row.generation.spec.top_logprobs for row in rows)
         top_values: list[list[float]] = []
         top_ids: list[list[int]] = []
         if k:
@@ -431,10 +395,10 @@ class DecodeEngine:
             top_values, top_ids = values.tolist(), indices.tolist()
         details: list[TokenOut | None] = []
         for i, (row, token) in enumerate(zip(rows, ids, strict=True)):
-            if not row.job.logprobs:
+            if not row.generation.spec.logprobs:
                 details.append(None)
                 continue
-            n = row.job.top_logprobs
+            n = row.generation.spec.top_logprobs
             top = tuple((chars[top_ids[i][j]], top_values[i][j]) for j in range(n)) if n else ()
             details.append(TokenOut(token, chars[token], chosen[i], top))
         return details

@@ -1,7 +1,7 @@
 """What a decoding engine reports, buffered where it runs and applied where /metrics is served.
 
-The engine runs in the decode worker process; Prometheus is served by the gRPC process. The
-engine records into a `StatsBuffer`; the worker ships it with each batch of updates, and the
+The engine runs in the decode process; Prometheus is served by the gRPC process. The
+engine records into a `StatsBuffer`; the decode process ships it with each batch of updates, and the
 gRPC process applies it to its `Metrics` (every observation kept, so histograms stay exact).
 """
 

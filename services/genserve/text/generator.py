@@ -1,7 +1,7 @@
 """The text service's domain layer: validated requests in, completions out, no protobuf.
 
 `TextGenerator` validates requests against the loaded models and hands them to the decode
-worker (worker.py). `stream()` yields lists of `CompletionUpdate`s as the worker releases them
+process (decode_client.py). `stream()` yields lists of `CompletionUpdate`s as they are released
 (all that arrived since the last read, so a slow reader gets fewer, larger chunks and nothing is
 dropped); leaving the iterator early, by cancellation, deadline or error, removes the request's
 rows from the batch at the next step.
@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from genserve.common.config import TextSettings
 from genserve.common.errors import InvalidArgument, NotFound, require_range
 from genserve.common.seeds import fresh_seed
-from genserve.text.engine import CompletionSpec, CompletionUpdate
-from genserve.text.sampling import SamplingConfig
-from genserve.text.worker import ModelDescription, Submit
-from genserve.text.worker_client import DecodeWorker
+from genserve.text.decode_client import DecodeProcess
+from genserve.text.protocol import (
+    CompletionSpec,
+    CompletionUpdate,
+    GenerationSpec,
+    ModelDescription,
+    SamplingConfig,
+    Submit,
+)
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 64
@@ -80,12 +85,12 @@ def derive_seed(request_seed: int, index: int) -> int:
 
 class TextGenerator:
     def __init__(
-        self, settings: TextSettings, models: dict[str, ModelDescription], default_model: str, worker: DecodeWorker
+        self, settings: TextSettings, models: dict[str, ModelDescription], default_model: str, decoder: DecodeProcess
     ) -> None:
         self.settings = settings
         self.models = models
         self.default_model = default_model
-        self.worker = worker
+        self.decoder = decoder
 
     # --- validation ------------------------------------------------------------------------
 
@@ -115,10 +120,11 @@ class TextGenerator:
             frequency_penalty=given.frequency_penalty,
         )
 
-    def plan(
-        self, request: GenerationRequest
-    ) -> tuple[ModelDescription, GenerationPlan, list[int], list[CompletionSpec]]:
-        """Validate everything before any work is queued."""
+    def plan(self, request: GenerationRequest, incremental: bool = True) -> tuple[GenerationPlan, GenerationSpec]:
+        """Check everything before any work is queued: the plan shown to the caller and the spec to run.
+
+        incremental=False: each completion is delivered whole, once finished.
+        """
         settings = self.settings
         model = self.resolve_model(request.model)
         if not request.prompt:
@@ -167,7 +173,8 @@ class TextGenerator:
                 f"at most {settings.max_completions} per request"
             )
         seed = request.seed if request.seed is not None else fresh_seed() >> 1
-        specs, planned = [], []
+        specs: list[CompletionSpec] = []
+        planned = []
         for t_index, temperature in enumerate(temperatures):
             sampling = self._sampling(request.sampling, temperature, model.vocab.size)
             for sample in range(n):
@@ -177,7 +184,17 @@ class TextGenerator:
                 planned.append(PlannedCompletion(index, temperature, completion_seed))
         prompt_ids = model.vocab.encode(request.prompt)
         plan = GenerationPlan(model.entry.name, len(prompt_ids), seed, tuple(planned))
-        return model, plan, prompt_ids, specs
+        spec = GenerationSpec(
+            prompt_ids=prompt_ids,
+            completions=tuple(specs),
+            max_tokens=max_tokens,
+            stop=tuple(request.stop),
+            logprobs=request.logprobs,
+            top_logprobs=request.top_logprobs,
+            incremental=incremental,
+            flush_interval=settings.stream_flush_ms / 1000.0,
+        )
+        return plan, spec
 
     # --- running ---------------------------------------------------------------------------
 
@@ -189,23 +206,10 @@ class TextGenerator:
         incremental=False: each completion arrives whole, once finished (for unary calls, which
         need no per-token hand-over).
         """
-        model, plan, prompt_ids, specs = self.plan(request)
-        job_id, queue = self.worker.new_job()
-        self.worker.submit(
-            Submit(
-                job_id=job_id,
-                model=model.entry.name,
-                prompt_ids=prompt_ids,
-                specs=specs,
-                max_tokens=request.max_tokens or self.settings.default_max_tokens,
-                stop=tuple(request.stop),
-                logprobs=request.logprobs,
-                top_logprobs=request.top_logprobs,
-                incremental=incremental,
-                flush_interval=self.settings.stream_flush_ms / 1000.0,
-            )
-        )
-        remaining = len(specs)
+        plan, spec = self.plan(request, incremental)
+        generation_id, queue = self.decoder.new_generation()
+        self.decoder.submit(Submit(generation_id, plan.model, spec))
+        remaining = len(spec.completions)
         try:
             yield plan
             while remaining:
@@ -222,4 +226,4 @@ class TextGenerator:
                 yield batch
         finally:
             # Leaving early (cancelled, deadline, error) frees the batch slots at the next step.
-            self.worker.release(job_id, cancel=remaining > 0)
+            self.decoder.release(generation_id, cancel=remaining > 0)

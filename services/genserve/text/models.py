@@ -208,14 +208,3 @@ def build_model(architecture: str, model_args: dict[str, Any]) -> LanguageModel:
 
 def model_args_of(model: LanguageModel) -> dict[str, Any]:
     return asdict(model.config)
-
-
-def parameter_count(model: nn.Module) -> int:
-    # Tied weights are one tensor: count unique storage once.
-    seen: set[int] = set()
-    total = 0
-    for param in model.parameters():
-        if id(param) not in seen:
-            seen.add(id(param))
-            total += param.numel()
-    return total

@@ -11,10 +11,11 @@ import grpc
 from genserve.common.catalog import CatalogServicer, model_info
 from genserve.common.config import ModelSettings, TextSettings
 from genserve.common.metrics import Metrics
+from genserve.common.model_store import ModelStore
+from genserve.text.decode_client import DecodeProcess
 from genserve.text.generator import TextGenerator
+from genserve.text.protocol import DecodeConfig
 from genserve.text.servicer import TextServicer
-from genserve.text.worker import WorkerConfig
-from genserve.text.worker_client import DecodeWorker
 from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2, text_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class TextRole:
         self.text_settings = text
         self.metrics = metrics
         self.generator: TextGenerator | None = None
-        self.worker: DecodeWorker | None = None
+        self.decoder: DecodeProcess | None = None
         self.failure: str | None = None
 
     def service_names(self) -> list[str]:
@@ -54,11 +55,11 @@ class TextRole:
 
     async def start(self) -> None:
         settings = self.text_settings
-        self.worker = DecodeWorker(
-            WorkerConfig(
-                model_store=self.model_settings.model_store,
-                models=settings.models,
-                default_model=settings.default_model,
+        store = ModelStore(self.model_settings.model_store)
+        self.decoder = DecodeProcess(
+            DecodeConfig(
+                model_store=store.root,
+                selection=store.select("text", settings.models, settings.default_model),
                 device=self.model_settings.device,
                 torch_threads=self.model_settings.torch_threads,
                 max_batch=settings.max_batch,
@@ -68,23 +69,23 @@ class TextRole:
                 log_level=logging.getLevelName(logging.getLogger().level),
             ),
             self.metrics,
-            self._worker_lost,
+            self._decoder_lost,
         )
-        # The worker process loads the models (it is the only one that runs torch); this event
+        # The decode process loads the models (it is the only one that runs torch); this event
         # loop only waits, so health keeps answering NOT_SERVING meanwhile.
-        ready = await self.worker.start()
-        self.generator = TextGenerator(settings, ready.models, ready.default, self.worker)
+        ready = await self.decoder.start()
+        self.generator = TextGenerator(settings, ready.models, ready.default, self.decoder)
         devices = {m.device for m in ready.models.values()}
         log.info(
             "text: loaded %s on %s (default %s)", ", ".join(sorted(ready.models)), ", ".join(devices), ready.default
         )
 
-    def _worker_lost(self, reason: str) -> None:
+    def _decoder_lost(self, reason: str) -> None:
         """Fatal: fail over by stopping the whole service (its supervisor restarts it)."""
         log.critical("%s; shutting the text service down", reason)
         self.failure = reason
         os.kill(os.getpid(), signal.SIGTERM)
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
+        if self.decoder is not None:
+            await self.decoder.stop()

@@ -15,18 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Validated controls of one completion (see text.proto SamplingParams for ranges)."""
-
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
-    min_p: float = 0.0  # 0 = off
-    repetition_penalty: float = 1.0  # 1 = off
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+from genserve.text.protocol import SamplingConfig
 
 
 @dataclass(frozen=True)

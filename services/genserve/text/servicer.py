@@ -7,8 +7,8 @@ from collections.abc import Callable
 import grpc
 
 from genserve.common.errors import Unavailable
-from genserve.text.engine import CompletionUpdate, Finish, TokenOut
 from genserve.text.generator import GenerationPlan, GenerationRequest, SamplingRequest, TextGenerator
+from genserve.text.protocol import CompletionUpdate, Finish, TokenOut
 from genserve.v1 import text_pb2, text_pb2_grpc
 
 FINISH_REASONS = {

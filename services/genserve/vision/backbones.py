@@ -20,11 +20,11 @@ from typing import ClassVar, TypeVar
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import Tensor, nn
 
+from genserve.common.checkpoint import load_weights, read_header
 from genserve.common.model_store import ModelStoreError
-from genserve.vision.layers import VGG16_BLOCKS, vgg16_layer_names
+from genserve.common.style_request import VGG16_BLOCKS, vgg16_layer_names
 
 FORMAT = "genserve.vision/1"
 FETCH_COMMAND = "genserve models fetch"
@@ -273,11 +273,6 @@ ARCHITECTURES: dict[str, type[Backbone]] = {
 B = TypeVar("B", bound=Backbone)
 
 
-def parameter_count(model: nn.Module) -> int:
-    """Weights and biases (batch-norm running statistics are buffers, not counted)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def serialise(model: Backbone, metadata: Mapping[str, str]) -> bytes:
     """The model's safetensors bytes, with the header's metadata keys in sorted order.
 
@@ -304,11 +299,7 @@ def read_metadata(path: Path) -> dict[str, str]:
     """The header of a vision weight file; raises WeightsMissing if it was never fetched."""
     if not path.exists():
         raise WeightsMissing(f"vision weights {path} are missing; run `{FETCH_COMMAND}` to fetch and convert them")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata: dict[str, str] = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise ModelStoreError(f"{path} is not a genserve vision weight file (format {metadata.get('format')!r})")
-    return metadata
+    return read_header(path, FORMAT, "genserve vision weight file")
 
 
 def load_backbone(path: Path, device: torch.device | str = "cpu") -> Backbone:
@@ -321,8 +312,7 @@ def load_backbone(path: Path, device: torch.device | str = "cpu") -> Backbone:
     if architecture not in ARCHITECTURES:
         raise ModelStoreError(f"{path}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     model = ARCHITECTURES[architecture]()
-    safetensors.torch.load_model(model, str(path), strict=True, device=str(device))
-    model.to(device).eval().requires_grad_(False)
+    load_weights(model, path, device)
     return model
 
 

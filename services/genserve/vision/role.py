@@ -20,9 +20,6 @@ from genserve.vision.weights import load_from_store
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("efficientnet-lite0", "vgg16")
-DEFAULT_BACKBONE = "efficientnet-lite0"
-
 
 class VisionRole:
     name = "vision"
@@ -68,10 +65,12 @@ class VisionRole:
             "vision", settings.concurrency, settings.max_waiting, self.model_settings.torch_threads, self.metrics
         )
 
+        selection = self.store.select("vision", settings.models, settings.default_model)
+
         def load() -> VisionModels:
             device = pick_device(self.model_settings.device)
-            backbones = {name: load_from_store(self.store, name, device) for name in BACKBONES}
-            return VisionModels(backbones, DEFAULT_BACKBONE, {name: str(device) for name in backbones})
+            backbones = {entry.name: load_from_store(self.store, entry.name, device) for entry in selection.entries}
+            return VisionModels(backbones, selection.default, {name: str(device) for name in backbones})
 
         # Loading is torch work: on the runner's thread, like every other torch call here.
         models = await asyncio.wrap_future(self.runner.executor.submit(load))

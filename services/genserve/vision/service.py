@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,11 +18,12 @@ from genserve.common.config import ImageSettings, VisionSettings
 from genserve.common.errors import InvalidArgument
 from genserve.common.images import EncodedImage, ImageLimits, decode_image, fit_within, png_image, to_tensor
 from genserve.common.seeds import fresh_seed
+from genserve.common.style_request import StyleRequest, check_preview_every
 from genserve.vision.backbones import Backbone, VGG16Features
 from genserve.vision.dream import DreamParams, DreamProgress, dream, validate
 from genserve.vision.runner import Emit, TorchRunner, check_cancelled
 from genserve.vision.style import StyleTransfer
-from genserve.vision.style_params import StyleParams, StyleProgress, check_preview_every, check_request
+from genserve.vision.style_progress import StyleProgress
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,6 @@ class DreamUpdate:
     preview: EncodedImage | None = None
     result: EncodedImage | None = None
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class StyleInput:
-    content: bytes
-    styles: Sequence[tuple[bytes, float]]
-    params: StyleParams
-    seed: int | None = None
-    preview_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,18 +125,10 @@ class VisionEngine:
 
     # --- style transfer preview -------------------------------------------------------------
 
-    async def style_preview(self, request: StyleInput) -> AsyncIterator[StyleUpdate]:
+    async def style_preview(self, request: StyleRequest) -> AsyncIterator[StyleUpdate]:
+        """Run a checked request (`parse_style_request` with the preview caps), streaming its progress."""
         vgg = self.models.vgg
-        max_size, max_steps = self.settings.preview_max_size, self.settings.preview_max_steps
-        params = request.params
-        if params.max_size > max_size or params.iterations > max_steps:
-            raise InvalidArgument(
-                f"StylePreview runs at most {max_steps} steps at most {max_size} px (asked: {params.iterations} "
-                f"steps, {params.max_size} px); submit bigger runs as jobs with JobService.SubmitStyleTransfer"
-            )
-        seed = request.seed if request.seed is not None else fresh_seed()
-        params = check_request(params, seed, request.preview_every, len(request.styles), max_steps, max_size)
-        preview_every = request.preview_every
+        params, preview_every, seed = request.params, request.preview_every, request.params.seed
         content = await self._decode(request.content, "content")
         styles = [
             (await self._decode(image, f"styles[{i}].image"), weight)

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from genserve.common.errors import Unavailable
+from genserve.common.images import image_message
+from genserve.common.seeds import fresh_seed
+from genserve.common.style_request import StyleParams, layer_weights, parse_style_request
 from genserve.v1 import vision_pb2, vision_pb2_grpc
 from genserve.vision.dream import DreamParams
-from genserve.vision.proto import image_message, layer_weights, style_images_from_proto, style_params_from_proto
-from genserve.vision.service import DreamInput, StyleInput, VisionEngine
-from genserve.vision.style_params import StyleParams
+from genserve.vision.service import DreamInput, VisionEngine
 
 
 def dream_params_from_proto(request: vision_pb2.DreamRequest) -> DreamParams:
@@ -78,15 +79,16 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         self, request: vision_pb2.StyleTransferRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[vision_pb2.StyleEvent]:
         engine = self.engine()
-        caps = StyleParams(iterations=engine.settings.preview_max_steps, max_size=engine.settings.preview_max_size)
-        domain = StyleInput(
-            content=request.content.data,
-            styles=style_images_from_proto(list(request.styles)),
-            params=style_params_from_proto(request.params, caps),
-            seed=request.seed if request.HasField("seed") else None,
-            preview_every=request.params.preview_every,
+        max_steps, max_size = engine.settings.preview_max_steps, engine.settings.preview_max_size
+        checked = parse_style_request(
+            request,
+            StyleParams(iterations=max_steps, max_size=max_size),
+            max_steps,
+            max_size,
+            request.seed if request.HasField("seed") else fresh_seed(),
+            beyond_caps=("StylePreview", "submit bigger runs as jobs with JobService.SubmitStyleTransfer"),
         )
-        async for update in engine.style_preview(domain):
+        async for update in engine.style_preview(checked):
             event = vision_pb2.StyleEvent(seed=update.seed)
             if update.progress is not None:
                 p = update.progress

@@ -51,19 +51,12 @@ from genserve.common.errors import (
     require_finite,
     require_range,
 )
+from genserve.common.style_request import StyleParams, params_to_json
 from genserve.vision.backbones import VGG16Features
 from genserve.vision.color import grey, luminance, match_color, match_luminance, with_chroma_of
 from genserve.vision.fast_copies import channels_last_copy
 from genserve.vision.pixels import check_rgb_batch, resize
-from genserve.vision.style_params import (
-    ENGINE_MAX_ITERATIONS,
-    ENGINE_MAX_SIZE,
-    StyleLosses,
-    StyleParams,
-    StyleProgress,
-    params_to_json,
-    validate,
-)
+from genserve.vision.style_progress import StyleLosses, StyleProgress
 
 # L-BFGS curvature pairs kept. Beyond ~10 the result per step hardly improves (measured at 128 and
 # 256 px), while each pair costs two image-sized vectors in memory and in every checkpoint.
@@ -179,13 +172,15 @@ class StyleTransfer:
     ≥ 0) pairs, weights summing > 0. The content is resized so its longest side is
     params.max_size (per scale: max_size / 2^k); each style image so its longest side matches.
     Runs on the device of `vgg`, whose weights are never changed or differentiated. Not
-    thread-safe: one engine per job (the VGG module itself may be shared).
+    thread-safe: one engine per job (the VGG module itself may be shared). `params` are trusted:
+    requests are checked once, by `genserve.common.style_request` (`parse_style_request`, or
+    `validate` for a direct call).
     """
 
     def __init__(
         self, vgg: VGG16Features, content: Tensor, styles: Sequence[tuple[Tensor, float]], params: StyleParams
     ) -> None:
-        self.params = validate(params, vgg.layer_names, ENGINE_MAX_ITERATIONS, ENGINE_MAX_SIZE)
+        self.params = params
         check_rgb_batch("content", content)
         if not styles:
             raise InvalidArgument("styles must hold at least one style image")

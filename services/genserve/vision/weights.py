@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from genserve.common.checkpoint import parameter_count
 from genserve.common.model_store import ModelEntry, ModelStore, ModelStoreError
 from genserve.common.packages import PackageFetchError, fetch_pinned_package, sha256_of
 from genserve.vision.backbones import (
@@ -35,7 +36,6 @@ from genserve.vision.backbones import (
     Backbone,
     WeightsMissing,
     load_backbone,
-    parameter_count,
     serialise,
 )
 

@@ -1,8 +1,10 @@
-"""The gRPC side of the decode worker: starts it, sends it jobs, routes its updates.
+"""The gRPC process's end of the decode process: starts it, sends it generations, routes its updates.
 
-Runs on the text service's event loop. Each job's updates land in that job's asyncio queue; the
-worker's statistics land in this process's Prometheus metrics. If the worker dies, every job in
-flight fails with UNAVAILABLE and the service shuts itself down (its supervisor restarts it).
+Runs on the text service's event loop and never imports torch (only the decode process does).
+Each generation's updates land in that generation's asyncio queue; the decode process's
+statistics land in this process's Prometheus metrics. If the decode process dies, every
+generation in flight fails with UNAVAILABLE and the service shuts itself down (its supervisor
+restarts it).
 """
 
 from __future__ import annotations
@@ -21,18 +23,23 @@ import grpc
 from genserve.common.errors import RemoteError, Unavailable
 from genserve.common.metrics import Metrics
 from genserve.common.processes import StartError
-from genserve.text.worker import Cancel, ErrorReport, Failed, Ready, Stop, Submit, Updates, WorkerConfig, worker_main
+from genserve.text.protocol import Cancel, DecodeConfig, ErrorReport, Failed, Ready, Stop, Submit, Updates
 
 log = logging.getLogger(__name__)
 
-JobQueue = asyncio.Queue  # of list[CompletionUpdate] | BaseException
+
+def _run_decode_process(requests: Connection, updates: Connection, config: DecodeConfig) -> None:
+    """The child's entry point: torch is imported there, never in the gRPC process."""
+    from genserve.text.decode_process import decode_process_main
+
+    decode_process_main(requests, updates, config)
 
 
-class DecodeWorker:
-    def __init__(self, config: WorkerConfig, metrics: Metrics, on_lost: Callable[[str], None]) -> None:
+class DecodeProcess:
+    def __init__(self, config: DecodeConfig, metrics: Metrics, on_lost: Callable[[str], None]) -> None:
         self.config = config
         self.metrics = metrics
-        self.on_lost = on_lost  # called once if the worker dies while serving
+        self.on_lost = on_lost  # called once if the decode process dies while serving
         self.queues: dict[int, asyncio.Queue[object]] = {}
         self._ids = itertools.count(1)
         self._process: BaseProcess | None = None
@@ -46,7 +53,7 @@ class DecodeWorker:
         request_reader, request_writer = context.Pipe(duplex=False)
         update_reader, update_writer = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=worker_main,
+            target=_run_decode_process,
             args=(request_reader, update_writer, self.config),
             name="genserve-text-decode",
             daemon=True,
@@ -64,18 +71,19 @@ class DecodeWorker:
         assert self._requests is not None
         self._requests.send(message)
 
-    def new_job(self) -> tuple[int, asyncio.Queue[object]]:
-        job_id = next(self._ids)
+    def new_generation(self) -> tuple[int, asyncio.Queue[object]]:
+        """A fresh generation id and the queue its outcomes (update lists or errors) will arrive on."""
+        generation_id = next(self._ids)
         queue: asyncio.Queue[object] = asyncio.Queue()
-        self.queues[job_id] = queue
-        return job_id, queue
+        self.queues[generation_id] = queue
+        return generation_id, queue
 
-    def release(self, job_id: int, cancel: bool) -> None:
-        """The caller is done with a job; `cancel` also stops its decoding in the worker."""
-        self.queues.pop(job_id, None)
+    def release(self, generation_id: int, cancel: bool) -> None:
+        """The caller is done with a generation; `cancel` also stops its decoding."""
+        self.queues.pop(generation_id, None)
         if cancel and self._requests is not None and not self._stopping:
-            with contextlib.suppress(OSError):  # the worker is gone: nothing left to stop
-                self._requests.send(Cancel(job_id))
+            with contextlib.suppress(OSError):  # the decode process is gone: nothing left to stop
+                self._requests.send(Cancel(generation_id))
 
     def _on_readable(self) -> None:
         assert self._updates is not None
@@ -87,8 +95,8 @@ class DecodeWorker:
 
     def _handle(self, message: object) -> None:
         if isinstance(message, Updates):
-            for job_id, item in message.deliveries:
-                queue = self.queues.get(job_id)
+            for generation_id, item in message.outcomes:
+                queue = self.queues.get(generation_id)
                 if queue is not None:
                     queue.put_nowait(
                         RemoteError(grpc.StatusCode[item.code], item.message) if isinstance(item, ErrorReport) else item
@@ -103,7 +111,7 @@ class DecodeWorker:
             self._ready.set_exception(StartError(f"text models could not be loaded: {message.message}"))
 
     def _lost(self) -> None:
-        """The worker's pipe closed: expected after Stop, fatal otherwise."""
+        """The decode process's pipe closed: expected after Stop, fatal otherwise."""
         loop = asyncio.get_running_loop()
         assert self._updates is not None
         loop.remove_reader(self._updates.fileno())
@@ -112,11 +120,11 @@ class DecodeWorker:
             queue.put_nowait(gone)
         if self._ready is not None and not self._ready.done():
             code = self._process.exitcode if self._process else None
-            self._ready.set_exception(StartError(f"the text decode worker exited while loading (code {code})"))
+            self._ready.set_exception(StartError(f"the text decode process exited while loading (code {code})"))
             return
         if not self._stopping:
             code = self._process.exitcode if self._process else None
-            self.on_lost(f"the text decode worker died (exit code {code})")
+            self.on_lost(f"the text decode process died (exit code {code})")
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         self._stopping = True
