@@ -31,24 +31,25 @@ app.add_typer(jobs_app, name="jobs")
 
 @app.command()
 def config(
-    readme: Annotated[
-        Path | None, typer.Option(help="Rewrite the table in this README instead of printing it.")
+    markdown: Annotated[
+        Path | None,
+        typer.Option(help="Rewrite the table between this Markdown file's config-table markers, not print it."),
     ] = None,
 ) -> None:
-    """Print every environment variable the processes read, as the README's table."""
+    """Print every environment variable the processes read, as docs/configuration.md's table."""
     from genserve.common.config import markdown_table
 
-    if readme is None:
+    if markdown is None:
         typer.echo(markdown_table())
         return
-    text = readme.read_text(encoding="utf-8")
+    text = markdown.read_text(encoding="utf-8")
     start, end = "<!-- config-table", "<!-- /config-table -->"
     head, _, rest = text.partition(start)
     if end not in rest:
-        raise typer.BadParameter(f"{readme} has no {start} ... {end} block")
+        raise typer.BadParameter(f"{markdown} has no {start} ... {end} block")
     _, _, tail = rest.partition(end)
     marker = rest.split("\n", 1)[0]
-    readme.write_text(f"{head}{start}{marker}\n{markdown_table()}\n{end}{tail}", encoding="utf-8")
+    markdown.write_text(f"{head}{start}{marker}\n{markdown_table()}\n{end}{tail}", encoding="utf-8")
 
 
 @app.command()

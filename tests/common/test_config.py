@@ -1,11 +1,13 @@
-"""Settings come from the environment, fail clearly, and the README documents every one."""
+"""Settings come from the environment, fail clearly, and docs/configuration.md documents every one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from genserve.cli import app
 from genserve.common.config import (
     ALL_SETTINGS,
     ConfigError,
@@ -16,7 +18,7 @@ from genserve.common.config import (
     markdown_table,
 )
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_environment_overrides_defaults() -> None:
@@ -38,5 +40,27 @@ def test_every_setting_has_a_unique_variable() -> None:
     assert len(names) == len(set(names))
 
 
-def test_readme_table_matches_the_code() -> None:
-    assert markdown_table() in README.read_text(), "regenerate the README table with `genserve config`"
+def test_documented_table_matches_the_code() -> None:
+    assert markdown_table() in CONFIGURATION_DOC.read_text(encoding="utf-8"), (
+        "regenerate the table with `genserve config --markdown docs/configuration.md`"
+    )
+
+
+def test_config_command_rewrites_a_stale_table_in_place(tmp_path: Path) -> None:
+    document = tmp_path / "configuration.md"
+    marker = "<!-- config-table: generated -->"
+    stale = f"# Configuration\n\nintro\n\n{marker}\n| Variable |\n| `GONE` |\n<!-- /config-table -->\n\nafter\n"
+    document.write_text(stale, encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "--markdown", str(document)])
+    assert result.exit_code == 0, result.output
+    assert document.read_text(encoding="utf-8") == (
+        f"# Configuration\n\nintro\n\n{marker}\n{markdown_table()}\n<!-- /config-table -->\n\nafter\n"
+    )
+
+
+def test_config_command_refuses_a_file_without_markers(tmp_path: Path) -> None:
+    document = tmp_path / "notes.md"
+    document.write_text("# Notes\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "--markdown", str(document)])
+    assert result.exit_code != 0
+    assert document.read_text(encoding="utf-8") == "# Notes\n"

@@ -1,7 +1,8 @@
 """Typed settings read from environment variables, parsed once in each role's `main()`.
 
-Every field is declared with `setting(env=..., help=...)`; the README's configuration table is
-generated from these declarations (`genserve config`) and a test keeps the two in step.
+Every field is declared with `setting(env=..., help=...)`; the configuration table in
+docs/configuration.md is generated from these declarations (`genserve config`) and a test keeps
+the two in step.
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ ALL_SETTINGS: tuple[type, ...] = (
 
 
 def markdown_table() -> str:
-    """The README's configuration table."""
+    """The configuration table of docs/configuration.md."""
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for cls in ALL_SETTINGS:
         for env, default, text in describe(cls):
