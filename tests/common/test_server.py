@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genserve.v1 import text_pb2, text_pb2_grpc
-from tests.conftest import start_role
+from tests.conftest import start_role, wait_for
 
 
 def test_sigterm_reports_not_serving_and_lets_streams_finish(tmp_path: Path) -> None:
@@ -29,10 +28,14 @@ def test_sigterm_reports_not_serving_and_lets_streams_finish(tmp_path: Path) -> 
             )
             received = [next(stream).text]
             server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+            def status() -> int:
+                return health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+            # Within the 3 s notice the server still answers, and says it is going.
+            not_serving = wait_for(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=3)
             received.extend(message.text for message in stream)
-        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not_serving, "health must turn NOT_SERVING once SIGTERM arrives"
         assert len("".join(received)) == 600, "the in-flight stream must be allowed to finish"
         assert server.process.wait(30) == 0
     finally:

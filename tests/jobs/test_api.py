@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from genserve.cli import app
 from genserve.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, vision_pb2
 from tests.common.test_images import png_declaring
-from tests.conftest import TextStack, start_role
+from tests.conftest import TextStack, start_role, wait_for
 from tests.jobs.conftest import ALICE, BOB, JobStack, events, style_job
 
 STATE = jobs_pb2.JobState
@@ -181,14 +181,12 @@ def test_the_gateway_gauges_count_queued_jobs(
 ) -> None:
     for _ in range(3):
         submit(jobs, style_job(photos, 10))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def queued() -> float | None:
         found = re.search(r"^genserve_jobs_queued (\S+)$", clean.gateway.metrics(), re.M)
-        if found and float(found.group(1)) == 3:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError("genserve_jobs_queued never showed the 3 queued jobs")
+        return float(found.group(1)) if found else None
+
+    assert wait_for(lambda: queued() == 3, timeout=10), "genserve_jobs_queued never showed the 3 queued jobs"
 
 
 def test_the_jobs_cli_submits_watches_and_saves_the_result(

@@ -20,7 +20,7 @@ def make(
     lock = threading.Lock()
 
     def run(model: str, rows: torch.Tensor) -> list[float]:
-        time.sleep(0.01)  # a forward pass takes time: others queue meanwhile
+        time.sleep(0.01)  # a fixed wait on purpose: a forward pass takes time, and others queue meanwhile
         if fail:
             raise RuntimeError("boom")
         with lock:
@@ -77,7 +77,7 @@ def test_a_failed_pass_fails_its_requests_and_a_cancelled_one_leaves_the_rest() 
     async def cancelled() -> list[float]:
         doomed = asyncio.ensure_future(batcher.decode("m", torch.zeros(1, 1)))
         survivor = asyncio.ensure_future(batcher.decode("m", torch.ones(1, 1)))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop, not a wait: both requests are queued by then
         doomed.cancel()
         return await survivor
 

@@ -112,6 +112,29 @@ def test_a_dark_digit_on_white_paper_of_any_size_encodes_like_the_original(
     assert int(np.argmin(distances)) == 0, distances  # nearest to its own original among 20 digits
 
 
+def test_bmp_and_gif_uploads_encode_like_the_same_png(
+    latent: latent_pb2_grpc.LatentServiceStub, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    originals = digits[0][:3]
+
+    def encode(data: list[bytes]) -> np.ndarray:
+        images = [common_pb2.Image(data=d) for d in data]
+        reply = latent.Encode(latent_pb2.EncodeRequest(model=VAE, images=images), timeout=30, metadata=ALICE)
+        return np.array([e.mean.values for e in reply.encodings])
+
+    def saved(array: np.ndarray, fmt: str, **options: object) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format=fmt, **options)
+        return buffer.getvalue()
+
+    # An animated GIF: the digit first, then a blank frame the service must not read.
+    blank = Image.fromarray(np.zeros_like(originals[0]))
+    gifs = [saved(o, "GIF", save_all=True, append_images=[blank], duration=100) for o in originals]
+    as_png = encode([png(o) for o in originals])
+    assert np.allclose(encode([saved(o, "BMP") for o in originals]), as_png, atol=1e-5)
+    assert np.allclose(encode(gifs), as_png, atol=1e-5)
+
+
 def test_interpolation_ends_at_its_inputs_and_slerp_follows_the_circle(
     latent: latent_pb2_grpc.LatentServiceStub,
 ) -> None:

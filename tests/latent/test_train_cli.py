@@ -5,26 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from genserve.cli import app
 from genserve.common.model_store import ModelStore
-from genserve.latent import data as latent_data
 from genserve.latent.models import Discriminator, Generator, load_model
-
-
-def _tiny_dataset(name: str, split: str, cache: Path = Path("unused")) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0 if split == "train" else 1)
-    count = 256 if split == "train" else 128
-    return (rng.random((count, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, count).astype(np.int64)
-
-
-@pytest.fixture()
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(latent_data, "load_dataset", _tiny_dataset)
-    return tmp_path / "store"
 
 
 def _train(store: Path, *arguments: str) -> None:

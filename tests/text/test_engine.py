@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 
@@ -17,6 +16,7 @@ from genserve.text.engine import DecodeEngine, Generation
 from genserve.text.models import CharLSTM, LSTMConfig
 from genserve.text.protocol import CompletionSpec, CompletionUpdate, Finish, GenerationSpec, SamplingConfig
 from genserve.text.vocab import CharVocab
+from tests.conftest import wait_for
 
 VOCAB = CharVocab.from_text("abcdefghij \n")
 
@@ -100,7 +100,7 @@ def test_same_seed_same_text_and_different_seeds_differ(engine: DecodeEngine) ->
 def test_a_request_gives_the_same_text_alone_or_in_a_busy_batch(engine: DecodeEngine) -> None:
     alone = finished(submit(engine, seeds=(5,), max_tokens=40)[1]).text()
     crowd = [submit(engine, prompt="j\nj", seeds=(s, s + 1), max_tokens=25) for s in range(3)]
-    time.sleep(0.01)  # the request joins a batch that is already running
+    assert wait_for(lambda: engine.active_rows == 6, timeout=5)  # the request joins a batch already running
     joined = finished(submit(engine, seeds=(5,), max_tokens=40)[1]).text()
     for _, collector in crowd:
         finished(collector)
@@ -109,9 +109,9 @@ def test_a_request_gives_the_same_text_alone_or_in_a_busy_batch(engine: DecodeEn
 
 def test_cancel_frees_the_batch_slot_at_the_next_step(engine: DecodeEngine) -> None:
     generation, collector = submit(engine, max_tokens=100_000)
-    wait_until(lambda: engine.active_rows == 1)
+    assert wait_for(lambda: engine.active_rows == 1, timeout=5)
     generation.cancel()
-    wait_until(lambda: engine.active_rows == 0, timeout=2)
+    assert wait_for(lambda: engine.active_rows == 0, timeout=2)
     assert not collector.done.is_set()
 
 
@@ -124,16 +124,9 @@ def test_stop_sequence_ends_the_completion_before_it(engine: DecodeEngine) -> No
     assert collector.finish() is Finish.STOP
 
 
-def wait_until(condition: object, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.001)
-    assert condition(), "condition not reached in time"  # type: ignore[operator]
-
-
 def test_waiting_queue_is_bounded(engine: DecodeEngine) -> None:
     blockers = [submit(engine, seeds=tuple(range(8)), max_tokens=100_000)[0]]  # fills the batch
-    wait_until(lambda: engine.active_rows == 8)
+    assert wait_for(lambda: engine.active_rows == 8, timeout=5)
     blockers.append(submit(engine, seeds=tuple(range(8)), max_tokens=10)[0])  # fills the waiting queue
     with pytest.raises(ResourceExhausted, match="limit 8"):
         submit(engine, seeds=(1,))

@@ -20,7 +20,7 @@ from genserve.common.processes import ServerProcess
 from genserve.v1 import common_pb2, models_pb2, models_pb2_grpc, vision_pb2, vision_pb2_grpc
 from genserve.vision.samples import sample_image
 from tests.common.test_images import png_declaring
-from tests.conftest import ROOT, behind_gateway
+from tests.conftest import ROOT, behind_gateway, wait_for
 
 CACHE = ROOT / "var" / "packages"
 VISION_ENV = {
@@ -117,22 +117,17 @@ def test_cancel_stops_the_dream_within_a_step_and_frees_the_slot(
     first = next(call)
     assert first.total_steps == 600 and running(vision) == 1
     call.cancel()
-    deadline = time.monotonic() + 5
-    while running(vision) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert running(vision) == 0
+    assert wait_for(lambda: running(vision) == 0, timeout=5)
     assert list(stub.Dream(small_dream(cat), timeout=120))[-1].HasField("result"), "the slot is free again"
 
 
 def wait_until_idle(vision: tuple[ServerProcess, ServerProcess], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def idle() -> bool:
         text = vision[0].metrics()
         busy = re.findall(r'^genserve_work_(?:running|waiting)\{service="vision"\} (\S+)$', text, re.M)
-        if busy and all(float(value) == 0 for value in busy):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the vision service did not become idle")
+        return bool(busy) and all(float(value) == 0 for value in busy)
+
+    assert wait_for(idle, timeout), "the vision service did not become idle"
 
 
 def test_a_full_queue_gives_resource_exhausted(
@@ -142,9 +137,7 @@ def test_a_full_queue_gives_resource_exhausted(
     running_call = stub.Dream(long, timeout=120)
     next(running_call)  # it holds the slot
     calls = [running_call, stub.Dream(long, timeout=120)]  # the second waits
-    deadline = time.monotonic() + 10
-    while gauge(vision, "waiting") < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert wait_for(lambda: gauge(vision, "waiting") >= 1, timeout=10)
     with pytest.raises(grpc.RpcError) as info:
         list(stub.Dream(small_dream(cat), timeout=30))
     for call in calls:
@@ -232,10 +225,7 @@ def test_a_passed_deadline_stops_the_dream_and_frees_the_slot(
     with pytest.raises(grpc.RpcError) as info:
         list(stub.Dream(small_dream(cat, octaves=3, steps_per_octave=200), timeout=1.5))
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    deadline = time.monotonic() + 5
-    while running(vision) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert running(vision) == 0
+    assert wait_for(lambda: running(vision) == 0, timeout=5)
 
 
 def test_health_answers_while_a_dream_runs(

@@ -246,7 +246,7 @@ def _save_image_stream(
 
 @client_app.command("dream")
 def dream(
-    image: Annotated[Path, typer.Argument(help="Photo to dream on (PNG, JPEG or WebP).")],
+    image: Annotated[Path, typer.Argument(help="Photo to dream on (PNG, JPEG, WebP, GIF or BMP).")],
     output: Annotated[Path, typer.Argument(help="Where to write the dream (PNG).")],
     backbone: Annotated[str, typer.Option(help="efficientnet-lite0 (default) or vgg16.")] = "",
     layer: Annotated[list[str] | None, typer.Option(help="Layer to excite, NAME or NAME:WEIGHT (repeatable).")] = None,

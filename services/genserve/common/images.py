@@ -2,7 +2,9 @@
 
 Decoding refuses what it should before spending memory: the byte size first, then the pixel count
 from the header (PIL reads only the header on open), and only then the pixels. Palette, alpha,
-greyscale, 16-bit and CMYK images are converted to RGB (alpha composited over white).
+greyscale, 16-bit and CMYK images are converted to RGB (alpha composited over white). Of an animated
+GIF only the first frame is read: PIL opens a GIF at its first frame, and its size (the logical
+screen, grown to the first frame if that is larger) is known before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from genserve.v1 import common_pb2
 if TYPE_CHECKING:  # torch is imported by the tensor helpers only: the gateway decodes images without it
     import torch
 
-ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # PIL's names for them
+_FORMAT_LIST = "PNG, JPEG, WebP, GIF or BMP"  # the same, for messages
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,9 @@ class ImageLimits:
 
 
 def decode_image(data: bytes, field: str, limits: ImageLimits) -> Image.Image:
-    """Encoded PNG/JPEG/WebP bytes → an RGB PIL image, or a status naming `field`."""
+    """Encoded PNG/JPEG/WebP/GIF/BMP bytes → an RGB PIL image (a GIF's first frame), or a status naming `field`."""
     if not data:
-        raise InvalidArgument(f"{field} is empty: send the bytes of a PNG, JPEG or WebP image")
+        raise InvalidArgument(f"{field} is empty: send the bytes of a {_FORMAT_LIST} image")
     if len(data) > limits.max_bytes:
         raise ResourceExhausted(
             f"{field} is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes (GENSERVE_MAX_IMAGE_BYTES)"
@@ -43,9 +46,9 @@ def decode_image(data: bytes, field: str, limits: ImageLimits) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, ValueError):
-        raise InvalidArgument(f"{field} is not a readable image; send PNG, JPEG or WebP bytes") from None
+        raise InvalidArgument(f"{field} is not a readable image; send {_FORMAT_LIST} bytes") from None
     if image.format not in ACCEPTED_FORMATS:
-        raise InvalidArgument(f"{field} is {image.format}; accepted formats: PNG, JPEG, WebP")
+        raise InvalidArgument(f"{field} is {image.format}; accepted formats: PNG, JPEG, WebP, GIF, BMP")
     width, height = image.size
     if width <= 0 or height <= 0:
         raise InvalidArgument(f"{field} has zero size ({width}x{height})")
