@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from genserve.common.processes import ServerProcess
 from genserve.latent.attributes import thickness
@@ -245,14 +246,27 @@ def test_the_built_in_label_concept_turns_threes_into_eights(
     )
 
 
+def batch_totals(metrics: str) -> dict[str, float]:
+    """The VAE's decode-pass histograms from a /metrics page: points and requests (sums), and passes (count)."""
+    totals = {}
+    for family in text_string_to_metric_families(metrics):
+        if family.name in ("genserve_latent_batch_size", "genserve_latent_batch_requests"):
+            for sample in family.samples:
+                if sample.labels.get("model") == VAE and sample.name.endswith(("_sum", "_count")):
+                    totals[sample.name] = sample.value
+    return totals
+
+
 def test_batched_and_unbatched_decodes_give_the_same_pixels(
     stack: tuple[ServerProcess, ServerProcess], latent: latent_pb2_grpc.LatentServiceStub
 ) -> None:
     points = [vector([math.sin(i + j) for j in range(16)]) for i in range(24)]
+    backend = stack[0]
     alone = [
         latent.Decode(latent_pb2.DecodeRequest(model=VAE, latents=[p]), timeout=30, metadata=ALICE).images[0].data
         for p in points
     ]
+    before = batch_totals(backend.metrics())
     with ThreadPoolExecutor(24) as pool:
         together = list(
             pool.map(
@@ -264,9 +278,15 @@ def test_batched_and_unbatched_decodes_give_the_same_pixels(
                 points,
             )
         )
+    after_together = batch_totals(backend.metrics())
     assert together == alone
     one_call = latent.Decode(latent_pb2.DecodeRequest(model=VAE, latents=points), timeout=30, metadata=ALICE)
     assert [i.data for i in one_call.images] == alone
+    # The batch-size histograms saw every point and request of the concurrent decodes, in 1 to 24 passes.
+    assert after_together["genserve_latent_batch_size_sum"] - before["genserve_latent_batch_size_sum"] == 24
+    assert after_together["genserve_latent_batch_requests_sum"] - before["genserve_latent_batch_requests_sum"] == 24
+    passes = after_together["genserve_latent_batch_size_count"] - before["genserve_latent_batch_size_count"]
+    assert 1 <= passes <= 24
 
 
 INVALID, MISSING = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND

@@ -97,6 +97,20 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.latent_batch_size = Histogram(
+            "genserve_latent_batch_size",
+            "Latent points decoded per forward pass (requests' points stacked together).",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.latent_batch_requests = Histogram(
+            "genserve_latent_batch_requests",
+            "Requests sharing one decoding forward pass.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
         self.text_time_to_first_token_seconds = Histogram(
             "genserve_text_time_to_first_token_seconds",
             "From admission to the first sampled token.",
@@ -179,7 +193,7 @@ class Metrics:
             self.request_seconds.labels(service, method)
             self.in_flight.labels(service, method)
 
-    def init_model(self, model: str) -> None:
+    def init_text_model(self, model: str) -> None:
         for metric in (
             self.tokens_generated,
             self.text_active_sequences,
@@ -189,6 +203,15 @@ class Metrics:
             self.text_time_to_first_token_seconds,
         ):
             metric.labels(model)
+
+    def init_latent_model(self, model: str) -> None:
+        for metric in (self.latent_batch_size, self.latent_batch_requests):
+            metric.labels(model)
+
+    def observe_latent_batch(self, model: str, requests: int, rows: int) -> None:
+        """One decoding forward pass of the latent service: `requests` requests' `rows` points."""
+        self.latent_batch_size.labels(model).observe(rows)
+        self.latent_batch_requests.labels(model).observe(requests)
 
     def serve_http(self, host: str, port: int) -> None:
         """Expose /metrics over HTTP on (host, port), in a daemon thread."""

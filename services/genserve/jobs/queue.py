@@ -1,18 +1,20 @@
 """The gateway's side of the job system: submit, read, watch, cancel and list jobs in Redis (asyncio).
 
 Every record is read back through its owner: a job id that exists but belongs to another API key
-is reported exactly like one that does not exist.
+is reported exactly like one that does not exist. A Redis that cannot be reached makes every
+public call fail with UNAVAILABLE naming it (`_store_call`), never with Redis's own exception.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from genserve.common.config import JobSettings
 from genserve.common.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
@@ -21,7 +23,6 @@ from genserve.jobs import scripts
 from genserve.jobs.records import (
     ACTIVE,
     PREFIX,
-    QUEUE,
     RUNNING,
     JobEventRecord,
     JobRecord,
@@ -46,13 +47,27 @@ class NewJob:
     styles: Sequence[tuple[bytes, float]]
 
 
-def ensure_group(client: aioredis.Redis) -> object:
-    """The consumer group, created with the stream if needed (a coroutine)."""
-    return client.xgroup_create(QUEUE, scripts.GROUP, id="0", mkstream=True)
-
-
 def _missing(job_id: str) -> NotFound:
     return NotFound(f"job {job_id!r} not found (it may have expired, or belong to another API key)")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_call(
+    method: Callable[Concatenate[JobQueue, P], Awaitable[R]],
+) -> Callable[Concatenate[JobQueue, P], Awaitable[R]]:
+    """A JobQueue call whose Redis failure becomes UNAVAILABLE with the store named."""
+
+    @functools.wraps(method)
+    async def call(self: JobQueue, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except RedisError as error:
+            raise self.unavailable(error) from None
+
+    return call
 
 
 class JobQueue:
@@ -62,17 +77,16 @@ class JobQueue:
         self.redis_url = redis_url
         self._submit = client.register_script(scripts.SUBMIT)
         self._cancel = client.register_script(scripts.CANCEL)
+        self._ensure_group = client.register_script(scripts.ENSURE_GROUP)
 
     def unavailable(self, error: RedisError) -> Unavailable:
         return Unavailable(f"the job store (Redis at {self.redis_url}) is unavailable: {error}; retry shortly")
 
     async def ensure_group(self) -> None:
-        try:
-            await ensure_group(self.client)  # type: ignore[misc]
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        """The queue stream and the workers' consumer group, made if missing."""
+        await self._ensure_group(args=[PREFIX])
 
+    @_store_call
     async def submit(self, job: NewJob) -> tuple[JobRecord, bool]:
         """(the job, whether it was created now) — False for an idempotent repeat."""
         job_id = new_job_id()
@@ -98,6 +112,7 @@ class JobQueue:
             )
         return await self.get(detail, job.owner), status == "created"
 
+    @_store_call
     async def get(self, job_id: str, owner: str) -> JobRecord:
         fields = await self.client.hgetall(job_key(job_id)) if job_id else {}
         record = JobRecord.from_hash(fields) if fields else None
@@ -105,11 +120,13 @@ class JobQueue:
             raise _missing(job_id)
         return record
 
+    @_store_call
     async def cancel(self, job_id: str, owner: str) -> JobRecord:
         await self.get(job_id, owner)
         await self._cancel(args=[PREFIX, job_id, owner, int(self.settings.ttl_seconds * 1000)])
         return await self.get(job_id, owner)
 
+    @_store_call
     async def result(self, job_id: str, owner: str) -> tuple[JobRecord, bytes]:
         record = await self.get(job_id, owner)
         if record.state != "SUCCEEDED":
@@ -121,6 +138,13 @@ class JobQueue:
 
     async def events(self, job_id: str, owner: str, after: str) -> AsyncIterator[JobEventRecord]:
         """Events after `after` (all when empty), then live ones, until the terminal event."""
+        try:
+            async for event in self._events(job_id, owner, after):
+                yield event
+        except RedisError as error:
+            raise self.unavailable(error) from None
+
+    async def _events(self, job_id: str, owner: str, after: str) -> AsyncIterator[JobEventRecord]:
         await self.get(job_id, owner)
         stream = job_key(job_id) + ":events"
         cursor = after or "0-0"
@@ -144,6 +168,7 @@ class JobQueue:
                 if event.terminal:
                     return
 
+    @_store_call
     async def list(self, owner: str, state: str, page_size: int, page_token: str) -> tuple[list[JobRecord], str]:
         """The owner's jobs, newest first; ids sort by creation time, so the token is the last id returned."""
         jobs: list[JobRecord] = []

@@ -24,6 +24,16 @@ from __future__ import annotations
 
 GROUP = "workers"
 
+# ARGV: prefix. The queue stream and its consumer group, made unless the group exists: the
+# gateway and every worker run it at start, and a worker again when a flushed Redis lost them.
+ENSURE_GROUP = """
+local made = redis.pcall('XGROUP', 'CREATE', ARGV[1] .. 'jobs:queue', 'workers', '0', 'MKSTREAM')
+if type(made) == 'table' and made.err and not string.find(made.err, 'BUSYGROUP', 1, true) then
+  return redis.error_reply(made.err)
+end
+return 'ok'
+"""
+
 _PRELUDE = """
 local prefix = ARGV[1]
 local id = ARGV[2]

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import RedisError
 
 from genserve.common.caller import current_principal
 from genserve.common.config import ImageSettings, JobSettings
@@ -131,33 +130,21 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             content=checked.content,
             styles=list(checked.styles),
         )
-        try:
-            record, created = await self.queue.submit(job)
-        except RedisError as error:
-            raise self.queue.unavailable(error) from None
+        record, created = await self.queue.submit(job)
         if created:
             self.metrics.jobs_submitted.inc()
         return job_message(record)
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        try:
-            return job_message(await self.queue.get(request.id, current_principal.get()))
-        except RedisError as error:
-            raise self.queue.unavailable(error) from None
+        return job_message(await self.queue.get(request.id, current_principal.get()))
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        try:
-            return job_message(await self.queue.cancel(request.id, current_principal.get()))
-        except RedisError as error:
-            raise self.queue.unavailable(error) from None
+        return job_message(await self.queue.cancel(request.id, current_principal.get()))
 
     async def GetJobResult(
         self, request: jobs_pb2.GetJobResultRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.JobResult:
-        try:
-            record, data = await self.queue.result(request.id, current_principal.get())
-        except RedisError as error:
-            raise self.queue.unavailable(error) from None
+        record, data = await self.queue.result(request.id, current_principal.get())
         return jobs_pb2.JobResult(
             id=record.id, image=common_pb2.Image(data=data, mime_type="image/png"), losses=_losses(record.losses)
         )
@@ -174,17 +161,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             if request.state not in names:
                 raise InvalidArgument(f"state {request.state} is not a known job state")
             state = names[request.state]
-        try:
-            jobs, token = await self.queue.list(current_principal.get(), state, size, request.page_token)
-        except RedisError as error:
-            raise self.queue.unavailable(error) from None
+        jobs, token = await self.queue.list(current_principal.get(), state, size, request.page_token)
         return jobs_pb2.ListJobsResponse(jobs=[job_message(job) for job in jobs], next_page_token=token)
 
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        try:
-            async for event in self.queue.events(request.id, current_principal.get(), request.after_event_id):
-                yield event_message(request.id, event)
-        except RedisError as error:
-            raise self.queue.unavailable(error) from None
+        async for event in self.queue.events(request.id, current_principal.get(), request.after_event_id):
+            yield event_message(request.id, event)

@@ -113,6 +113,7 @@ class JobWorker:
         self._heartbeat = client.register_script(scripts.HEARTBEAT)
         self._finish = client.register_script(scripts.FINISH)
         self._release = client.register_script(scripts.RELEASE)
+        self._ensure_group_script = client.register_script(scripts.ENSURE_GROUP)
         self.claim: Claim | None = None
         self._claim_lock = threading.Lock()
 
@@ -143,11 +144,7 @@ class JobWorker:
                 pause = min(pause * 2, 2.0)
 
     def _ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(QUEUE, scripts.GROUP, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        self._ensure_group_script(args=[PREFIX])
 
     def _take(self) -> tuple[str, str, bool] | None:
         """(queue entry id, job id, claimed from a silent worker) or None."""

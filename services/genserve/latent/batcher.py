@@ -37,14 +37,14 @@ class DecodeBatcher(Generic[Output]):
         max_batch: int,
         max_wait: float,
         enabled: bool = True,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.run = run
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.enabled = enabled
-        self.on_batch = on_batch  # (requests, rows) of each pass, for metrics
+        self.on_batch = on_batch  # (model, requests, rows) of each pass, for metrics
         self.pending: list[_Pending[Output]] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -54,7 +54,7 @@ class DecodeBatcher(Generic[Output]):
         if not self.enabled:
             outputs = await loop.run_in_executor(self.executor, self.run, model, rows)
             if self.on_batch is not None:
-                self.on_batch(1, rows.shape[0])
+                self.on_batch(model, 1, rows.shape[0])
             return outputs
         if self.task is None:
             self.task = asyncio.create_task(self._loop())
@@ -116,7 +116,7 @@ class DecodeBatcher(Generic[Output]):
                     item.future.set_exception(error)
             return
         if self.on_batch is not None:
-            self.on_batch(len(batch), stacked.shape[0])
+            self.on_batch(batch[0].model, len(batch), stacked.shape[0])
         start = 0
         for item in batch:
             count = item.rows.shape[0]

@@ -16,7 +16,7 @@ from genserve.common.metrics import Metrics
 from genserve.common.model_store import ModelStore
 from genserve.common.redis_clients import async_client
 from genserve.latent.concepts import UserConcepts, concepts_path, load_builtin
-from genserve.latent.service import LatentEngine, LatentModel
+from genserve.latent.operations import LatentModel, LatentOperations
 from genserve.latent.servicer import LatentServicer
 from genserve.v1 import latent_pb2, latent_pb2_grpc, models_pb2, models_pb2_grpc
 
@@ -36,7 +36,7 @@ class LatentRole:
         self.redis_url = redis_url
         self.metrics = metrics
         self.store = ModelStore(models.model_store)
-        self.engine: LatentEngine | None = None
+        self.operations: LatentOperations | None = None
         self.executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="latent-torch", initializer=configure_torch,
             initargs=(models.torch_threads,),
@@ -52,20 +52,20 @@ class LatentRole:
         return []
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(lambda: self.engine), server)
+        latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(lambda: self.operations), server)
         models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
 
     def describe(self) -> list[models_pb2.ModelInfo] | None:
-        if self.engine is None:
+        if self.operations is None:
             return None
         return [
             model_info(
                 m.entry,
                 str(m.device),
-                name == self.engine.default,
+                name == self.operations.default,
                 {"latent_dim": str(m.latent_dim), "concepts": ",".join(sorted(m.builtin))},
             )
-            for name, m in sorted(self.engine.models.items())
+            for name, m in sorted(self.operations.models.items())
         ]
 
     async def start(self) -> None:
@@ -94,14 +94,22 @@ class LatentRole:
         if client is None:
             log.warning("REDIS_URL is not set: user concepts are kept in memory and lost on restart")
         limits = ImageLimits(self.image_settings.max_image_pixels, self.image_settings.max_image_bytes)
-        self.engine = LatentEngine(
-            self.settings, limits, models, default, self.executor, UserConcepts(client, self.settings.max_concepts)
+        for name in models:
+            self.metrics.init_latent_model(name)
+        self.operations = LatentOperations(
+            self.settings,
+            limits,
+            models,
+            default,
+            self.executor,
+            UserConcepts(client, self.settings.max_concepts),
+            on_batch=self.metrics.observe_latent_batch,
         )
         log.info("latent: loaded %s (default %s)", ", ".join(sorted(models)), default)
 
     async def stop(self) -> None:
-        if self.engine is not None:
-            await self.engine.batcher.close()
-            if self.engine.concepts.client is not None:
-                await self.engine.concepts.client.aclose()
+        if self.operations is not None:
+            await self.operations.batcher.close()
+            if self.operations.concepts.client is not None:
+                await self.operations.concepts.client.aclose()
         self.executor.shutdown(wait=False, cancel_futures=True)

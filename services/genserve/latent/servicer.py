@@ -15,7 +15,7 @@ from genserve.common.caller import principal_of
 from genserve.common.errors import InvalidArgument, Unavailable
 from genserve.common.images import EncodedImage, image_message
 from genserve.latent.concepts import ConceptVector
-from genserve.latent.service import LatentEngine, LatentModel, PointInput
+from genserve.latent.operations import LatentModel, LatentOperations, PointInput
 from genserve.v1 import latent_pb2, latent_pb2_grpc
 
 METHODS = {
@@ -66,19 +66,19 @@ def concept_message(concept: ConceptVector) -> latent_pb2.Concept:
 
 
 class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
-    def __init__(self, engine: Callable[[], LatentEngine | None]) -> None:
-        self._engine = engine
+    def __init__(self, operations: Callable[[], LatentOperations | None]) -> None:
+        self._operations = operations
 
-    def engine(self) -> LatentEngine:
-        engine = self._engine()
-        if engine is None:
+    def operations(self) -> LatentOperations:
+        operations = self._operations()
+        if operations is None:
             raise Unavailable("latent models are still loading; retry shortly")
-        return engine
+        return operations
 
     async def Sample(
         self, request: latent_pb2.SampleRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.ImagesResponse:
-        model, images, z, seed = await self.engine().sample(
+        model, images, z, seed = await self.operations().sample(
             request.model,
             request.n,
             request.seed if request.HasField("seed") else None,
@@ -90,7 +90,7 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
     async def Encode(
         self, request: latent_pb2.EncodeRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.EncodeResponse:
-        model, mean, log_variance = await self.engine().encode(request.model, [i.data for i in request.images])
+        model, mean, log_variance = await self.operations().encode(request.model, [i.data for i in request.images])
         encodings = [
             latent_pb2.Encoding(mean=m, log_variance=v)
             for m, v in zip(vectors(mean), vectors(log_variance), strict=True)
@@ -100,7 +100,7 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
     async def Decode(
         self, request: latent_pb2.DecodeRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.ImagesResponse:
-        model, images = await self.engine().decode(request.model, [list(v.values) for v in request.latents])
+        model, images = await self.operations().decode(request.model, [list(v.values) for v in request.latents])
         return images_response(model, images)
 
     async def Interpolate(
@@ -108,7 +108,7 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
     ) -> latent_pb2.ImagesResponse:
         if request.method not in METHODS:
             raise InvalidArgument(f"method {request.method} is not one of LERP, SLERP")
-        model, images, z = await self.engine().interpolate(
+        model, images, z = await self.operations().interpolate(
             request.model, point_input(request.start), point_input(request.end), request.steps, METHODS[request.method]
         )
         return images_response(model, images, z)
@@ -116,13 +116,13 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
     async def Manifold(
         self, request: latent_pb2.ManifoldRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.ManifoldResponse:
-        model, grid, size = await self.engine().manifold(request.model, request.grid_size, request.quantile)
+        model, grid, size = await self.operations().manifold(request.model, request.grid_size, request.quantile)
         return latent_pb2.ManifoldResponse(model=model.name, grid=image_message(grid), grid_size=size)
 
     async def Arithmetic(
         self, request: latent_pb2.ArithmeticRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.ImagesResponse:
-        model, images, z = await self.engine().arithmetic(
+        model, images, z = await self.operations().arithmetic(
             request.model, point_input(request.a), point_input(request.b), point_input(request.c)
         )
         return images_response(model, images, z)
@@ -130,7 +130,7 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
     async def CreateConcept(
         self, request: latent_pb2.CreateConceptRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.Concept:
-        concept = await self.engine().create_concept(
+        concept = await self.operations().create_concept(
             principal(context),
             request.name,
             request.model,
@@ -143,19 +143,19 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
     async def ListConcepts(
         self, request: latent_pb2.ListConceptsRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.ListConceptsResponse:
-        concepts = await self.engine().list_concepts(principal(context), request.model)
+        concepts = await self.operations().list_concepts(principal(context), request.model)
         return latent_pb2.ListConceptsResponse(concepts=[concept_message(c) for c in concepts])
 
     async def DeleteConcept(
         self, request: latent_pb2.DeleteConceptRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.Concept:
-        concept = await self.engine().delete_concept(principal(context), request.model, request.name)
+        concept = await self.operations().delete_concept(principal(context), request.model, request.name)
         return concept_message(concept)
 
     async def ApplyConcept(
         self, request: latent_pb2.ApplyConceptRequest, context: grpc.aio.ServicerContext
     ) -> latent_pb2.ImagesResponse:
-        model, images, z = await self.engine().apply_concept(
+        model, images, z = await self.operations().apply_concept(
             principal(context), request.model, request.concept, point_input(request.point), list(request.strengths)
         )
         return images_response(model, images, z)

@@ -105,7 +105,7 @@ class DecodeProcess:
                 stats.apply_to(self.metrics)
         elif isinstance(message, Ready) and self._ready is not None and not self._ready.done():
             for name in message.models:
-                self.metrics.init_model(name)
+                self.metrics.init_text_model(name)
             self._ready.set_result(message)
         elif isinstance(message, Failed) and self._ready is not None and not self._ready.done():
             self._ready.set_exception(StartError(f"text models could not be loaded: {message.message}"))

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, cast
 
 import safetensors.torch
 import torch
@@ -43,6 +43,10 @@ class Backbone(nn.Module):
     def preprocess(self, rgb: Tensor) -> Tensor:
         """rgb (B, 3, H, W) in [0, 1] → the network's input (B, 3, H, W)."""
         raise NotImplementedError
+
+    def fold_batch_norms(self) -> None:
+        """Fold eval-mode batch norms into the convolutions before them, in place (for frozen copies
+        that run many passes); the activations stay equal up to float rounding. No-op without any."""
 
     def _layer(self, index: int, x: Tensor) -> Tensor:
         """Run layer `layer_names[index]` on the output of the layer before it."""
@@ -216,6 +220,26 @@ class MBConvBlock(nn.Module):
         x = self._bn2(self._project_conv(x))  # linear bottleneck: no activation
         return x + inputs if self.residual else x
 
+    def fold_batch_norms(self) -> None:
+        """Each batch norm into the convolution before it (see Backbone.fold_batch_norms)."""
+        if self._expand_conv is not None and self._bn0 is not None:
+            fold_batch_norm(self._expand_conv, self._bn0)
+            self._bn0 = nn.Identity()  # type: ignore[assignment]
+        fold_batch_norm(self._depthwise_conv, self._bn1)
+        fold_batch_norm(self._project_conv, self._bn2)
+        self._bn1 = self._bn2 = nn.Identity()  # type: ignore[assignment]
+
+
+def fold_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> None:
+    """Fold an eval-mode BatchNorm2d that follows `conv` into its weight and bias."""
+    assert isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None and norm.running_mean is not None
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    conv.weight = nn.Parameter((conv.weight * scale.view(-1, 1, 1, 1)).detach(), requires_grad=False)
+    conv.bias = nn.Parameter(bias.detach(), requires_grad=False)
+
 
 class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0 ImageNet classifier (Tan & Le; the Lite variant: ReLU6, no SE, fixed stem/head).
@@ -246,6 +270,13 @@ class EfficientNetLite0(Backbone):
     def preprocess(self, rgb: Tensor) -> Tensor:
         """rgb (B, 3, H, W) in [0, 1] → (rgb·255 − 127) / 128, about [−1, 1] (TF EfficientNet-Lite)."""
         return (rgb * 255.0 - 127.0) / 128.0
+
+    def fold_batch_norms(self) -> None:
+        """The stem's and every block's (the head's is left: dreams read blocks, not the head)."""
+        fold_batch_norm(self._conv_stem, self._bn0)
+        self._bn0 = nn.Identity()  # type: ignore[assignment]
+        for block in self._blocks:
+            cast(MBConvBlock, block).fold_batch_norms()
 
     def _layer(self, index: int, x: Tensor) -> Tensor:
         if index == 0:

@@ -10,7 +10,7 @@ The ascent runs in [0, 1] RGB pixel space, whatever the backbone's own input sca
 step size means the same thing for every backbone: each step moves pixels by `step_size` on
 average (the gradient is divided by its mean absolute value, as in the original Caffe notebook),
 and the image is clipped to [0, 1] after every step. Nothing here knows about gRPC or protobuf;
-the vision servicer validates requests with `validate` and runs `dream` in a worker thread.
+the vision service checks a request once with `validate` and runs `run_dream` on its torch thread.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from genserve.common.errors import InvalidArgument, require_int, require_number
-from genserve.vision.backbones import Backbone, EfficientNetLite0, MBConvBlock
+from genserve.vision.backbones import Backbone
 from genserve.vision.fast_copies import channels_last_copy
 from genserve.vision.pixels import check_rgb_batch, resize
 
@@ -214,40 +213,14 @@ def _network_input(model: Backbone, rgb: Tensor) -> Tensor:
 # --- a faster copy of the backbone ----------------------------------------------------------
 
 
-def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
-    """Fold an eval-mode BatchNorm2d that follows `conv` into its weight and bias."""
-    assert isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None and norm.running_mean is not None
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    bias = norm.bias - norm.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    conv.weight = nn.Parameter((conv.weight * scale.view(-1, 1, 1, 1)).detach(), requires_grad=False)
-    conv.bias = nn.Parameter(bias.detach(), requires_grad=False)
-
-
 def fast_backbone(backbone: Backbone) -> Backbone:
     """A frozen copy of `backbone` laid out for repeated forward-backward passes, cached per backbone.
 
-    EfficientNet-Lite0's batch norms (frozen statistics in eval mode) are folded into the
-    convolutions before them, and every weight is stored channels_last. The activations equal
-    the original's up to float rounding. The copy shares nothing with the original.
+    Batch norms (frozen statistics in eval mode) are folded into the convolutions before them,
+    and every weight is stored channels_last. The activations equal the original's up to float
+    rounding. The copy shares nothing with the original.
     """
-    return channels_last_copy(backbone, "dream", _fold_batch_norms)
-
-
-def _fold_batch_norms(network: Backbone) -> None:
-    if not isinstance(network, EfficientNetLite0):
-        return
-    _fold(network._conv_stem, network._bn0)
-    network._bn0 = nn.Identity()  # type: ignore[assignment]
-    for module in network._blocks:
-        block = cast(MBConvBlock, module)
-        if block._expand_conv is not None and block._bn0 is not None:
-            _fold(block._expand_conv, block._bn0)
-            block._bn0 = nn.Identity()  # type: ignore[assignment]
-        _fold(block._depthwise_conv, block._bn1)
-        _fold(block._project_conv, block._bn2)
-        block._bn1 = block._bn2 = nn.Identity()  # type: ignore[assignment]
+    return channels_last_copy(backbone, "dream", Backbone.fold_batch_norms)
 
 
 # --- the dream ------------------------------------------------------------------------------
@@ -260,7 +233,22 @@ def dream(
     guide: Tensor | None = None,
     on_step: StepCallback | None = None,
 ) -> Tensor:
+    """`validate` the params for `backbone`, then `run_dream` (for direct calls; the service
+    checks a request once, before it takes a slot, and calls `run_dream`)."""
+    checked = validate(params, backbone.architecture, backbone.layer_names)
+    return run_dream(backbone, image, checked, guide, on_step)
+
+
+def run_dream(
+    backbone: Backbone,
+    image: Tensor,
+    params: DreamParams,
+    guide: Tensor | None = None,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """Dream on `image` (1, 3, H, W) float RGB in [0, 1]; returns a new (1, 3, H, W) tensor in [0, 1].
+
+    params: checked by `validate` for this backbone (its layers filled in), and trusted here.
 
     guide: an optional (1, 3, h, w) RGB image in [0, 1] of any size; when given, each layer's
         objective rewards image features that resemble the guide's (the best-matching guide
@@ -272,7 +260,6 @@ def dream(
         dream at once and propagates (cancellation, deadlines).
     Runs on the backbone's device; torch's intra-op threads set the CPU parallelism.
     """
-    params = validate(params, backbone.architecture, backbone.layer_names)
     check_rgb_batch("image", image)
     if guide is not None:
         check_rgb_batch("guide", guide)

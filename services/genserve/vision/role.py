@@ -13,8 +13,8 @@ from genserve.common.devices import pick_device
 from genserve.common.metrics import Metrics
 from genserve.common.model_store import ModelStore
 from genserve.v1 import models_pb2, models_pb2_grpc, vision_pb2, vision_pb2_grpc
+from genserve.vision.operations import VisionModels, VisionOperations
 from genserve.vision.runner import TorchRunner
-from genserve.vision.service import VisionEngine, VisionModels
 from genserve.vision.servicer import VisionServicer
 from genserve.vision.weights import load_from_store
 
@@ -30,7 +30,7 @@ class VisionRole:
         self.vision_settings = vision
         self.image_settings = images
         self.metrics = metrics
-        self.engine: VisionEngine | None = None
+        self.operations: VisionOperations | None = None
         self.runner: TorchRunner | None = None
         self.store = ModelStore(models.model_store)
 
@@ -44,14 +44,14 @@ class VisionRole:
         return []
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        vision_pb2_grpc.add_VisionServiceServicer_to_server(VisionServicer(lambda: self.engine), server)
+        vision_pb2_grpc.add_VisionServiceServicer_to_server(VisionServicer(lambda: self.operations), server)
         models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
 
     def describe(self) -> list[models_pb2.ModelInfo] | None:
-        if self.engine is None:
+        if self.operations is None:
             return None
         entries = self.store.entries()
-        models = self.engine.models
+        models = self.operations.models
         return [
             model_info(
                 entries[name], models.devices[name], name == models.default_backbone, layers=backbone.layer_names
@@ -74,7 +74,7 @@ class VisionRole:
 
         # Loading is torch work: on the runner's thread, like every other torch call here.
         models = await asyncio.wrap_future(self.runner.executor.submit(load))
-        self.engine = VisionEngine(settings, self.image_settings, models, self.runner)
+        self.operations = VisionOperations(settings, self.image_settings, models, self.runner)
         log.info("vision: loaded %s", ", ".join(f"{n} on {d}" for n, d in models.devices.items()))
 
     async def stop(self) -> None:

@@ -17,7 +17,7 @@ from genserve.common.seeds import fresh_seed
 from genserve.common.style_request import StyleParams, layer_weights, parse_style_request
 from genserve.v1 import vision_pb2, vision_pb2_grpc
 from genserve.vision.dream import DreamParams
-from genserve.vision.service import DreamInput, VisionEngine
+from genserve.vision.operations import DreamInput, VisionOperations
 
 
 def dream_params_from_proto(request: vision_pb2.DreamRequest) -> DreamParams:
@@ -37,14 +37,14 @@ def dream_params_from_proto(request: vision_pb2.DreamRequest) -> DreamParams:
 
 
 class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
-    def __init__(self, engine: Callable[[], VisionEngine | None]) -> None:
-        self._engine = engine
+    def __init__(self, operations: Callable[[], VisionOperations | None]) -> None:
+        self._operations = operations
 
-    def engine(self) -> VisionEngine:
-        engine = self._engine()
-        if engine is None:
+    def operations(self) -> VisionOperations:
+        operations = self._operations()
+        if operations is None:
             raise Unavailable("vision models are still loading; retry shortly")
-        return engine
+        return operations
 
     async def Dream(
         self, request: vision_pb2.DreamRequest, context: grpc.aio.ServicerContext
@@ -58,7 +58,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             preview_every=request.preview_every,
             max_size=request.max_size,
         )
-        async for update in self.engine().dream(domain):
+        async for update in self.operations().dream(domain):
             event = vision_pb2.DreamEvent(seed=update.seed)
             if update.progress is not None:
                 p = update.progress
@@ -78,8 +78,8 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
     async def StylePreview(
         self, request: vision_pb2.StyleTransferRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[vision_pb2.StyleEvent]:
-        engine = self.engine()
-        max_steps, max_size = engine.settings.preview_max_steps, engine.settings.preview_max_size
+        operations = self.operations()
+        max_steps, max_size = operations.settings.preview_max_steps, operations.settings.preview_max_size
         checked = parse_style_request(
             request,
             StyleParams(iterations=max_steps, max_size=max_size),
@@ -88,7 +88,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             request.seed if request.HasField("seed") else fresh_seed(),
             beyond_caps=("StylePreview", "submit bigger runs as jobs with JobService.SubmitStyleTransfer"),
         )
-        async for update in engine.style_preview(checked):
+        async for update in operations.style_preview(checked):
             event = vision_pb2.StyleEvent(seed=update.seed)
             if update.progress is not None:
                 p = update.progress

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +59,7 @@ class PointInput:
     image: bytes | None = None
 
 
-class LatentEngine:
+class LatentOperations:
     def __init__(
         self,
         settings: LatentSettings,
@@ -68,6 +68,7 @@ class LatentEngine:
         default: str,
         executor: ThreadPoolExecutor,
         concepts: UserConcepts,
+        on_batch: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.limits = limits
@@ -81,6 +82,7 @@ class LatentEngine:
             settings.max_batch,
             settings.max_wait_ms / 1000.0,
             enabled=settings.batching,
+            on_batch=on_batch,
         )
 
     # --- checks ---------------------------------------------------------------------------
