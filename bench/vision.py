@@ -25,8 +25,9 @@ from genserve.common.images import to_tensor
 from genserve.common.model_store import ModelStore
 from genserve.vision.backbones import EfficientNetLite0, VGG16Features
 from genserve.vision.dream import DreamParams, dream
+from genserve.vision.fast_copies import channels_last_copy
 from genserve.vision.samples import sample_image
-from genserve.vision.style import StyleTransfer, channels_last_copy
+from genserve.vision.style import StyleTransfer
 from genserve.vision.style_params import StyleParams
 from genserve.vision.weights import load_from_store
 
@@ -74,7 +75,7 @@ def vgg_flops(vgg: VGG16Features, size: int, deepest: str = "relu5_1") -> float:
 
 def vgg_forward_backward(vgg: VGG16Features, image: torch.Tensor) -> Callable[[], None]:
     """One forward to relu5_1 and backward to the pixels, laid out as the engine runs it (channels_last)."""
-    fast = channels_last_copy(vgg)
+    fast = channels_last_copy(vgg, "style")  # the very copy StyleTransfer runs (one cache, keyed by purpose)
 
     def run() -> None:
         x = image.clone().requires_grad_(True)
