@@ -27,8 +27,8 @@ import torch
 from benchlib import median, rounded
 
 from genserve.common.images import png_image
-from genserve.common.processes import ServerProcess
 from genserve.latent.models import load_model
+from genserve.testing import ServerProcess
 from genserve.v1 import latent_pb2, latent_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]

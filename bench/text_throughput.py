@@ -31,7 +31,7 @@ from benchlib import median, rounded
 
 from genserve.common.devices import configure_torch
 from genserve.common.model_store import ModelStore
-from genserve.common.processes import ServerProcess
+from genserve.testing import ServerProcess
 from genserve.text.checkpoint import load_checkpoint
 from genserve.text.decoding import batch_decoder
 from genserve.text.sampling import BatchControls, SamplingConfig, choose_tokens

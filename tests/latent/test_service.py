@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from genserve.common.processes import ServerProcess
 from genserve.latent.attributes import thickness
 from genserve.latent.data import load_dataset
+from genserve.testing import ServerProcess
 from genserve.v1 import common_pb2, latent_pb2, latent_pb2_grpc
 from tests.conftest import ROOT, behind_gateway
 
