@@ -19,7 +19,9 @@ new worker whenever one died, as a container orchestrator would. Once every job 
 
 Targets: 0 lost, 0 duplicated, wasted steps per kill <= the checkpoint interval. Kills that
 found the worker idle (between jobs) and mid-job are counted apart. The last line printed is one
-JSON object. Run: `.venv/bin/python bench/faults.py [--kills N] [--jobs N] [--steps N] [--seed N]`.
+JSON object. Run: `.venv/bin/python bench/faults.py [--kills N] [--jobs N] [--steps N] [--seed N] [--quick]`.
+`--quick` is a smoke run of the same code: 4 jobs × 20 steps and one kill at most, unless those
+flags say otherwise; same JSON keys.
 """
 
 from __future__ import annotations
@@ -196,9 +198,12 @@ def judge(job: jobs_pb2.Job, log: list[jobs_pb2.JobEvent], has_result: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs at most (none once every job is terminal)")
-    parser.add_argument("--jobs", type=int, default=20, help="jobs in the batch")
-    parser.add_argument("--steps", type=int, default=40, help="steps per job (64x48 L-BFGS)")
+    parser.add_argument("--quick", action="store_true", help="a few short jobs, few kills (a smoke run)")
+    parser.add_argument(
+        "--kills", type=int, help="SIGKILLs at most, none once every job is terminal (default 20; quick 1)"
+    )
+    parser.add_argument("--jobs", type=int, help="jobs in the batch (default 20; quick 4)")
+    parser.add_argument("--steps", type=int, help="steps per job, 64x48 L-BFGS (default 40; quick 20)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes kept running")
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill times and victims")
     parser.add_argument("--checkpoint-every", type=int, default=5, help="GENSERVE_JOB_CHECKPOINT_EVERY")
@@ -215,9 +220,13 @@ def main() -> None:
         "--gap", type=float, nargs=2, default=(0.2, 1.5), metavar=("MIN", "MAX"), help="seconds between kill times"
     )
     parser.add_argument("--torch-threads", type=int, default=1, help="GENSERVE_TORCH_THREADS of each worker")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole batch to drain")
+    parser.add_argument("--timeout", type=float, help="seconds for the whole batch to drain (default 300; quick 90)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs and Redis data")
     args = parser.parse_args()
+    args.kills = args.kills if args.kills is not None else (1 if args.quick else 20)
+    args.jobs = args.jobs or (4 if args.quick else 20)
+    args.steps = args.steps or (20 if args.quick else 40)
+    args.timeout = args.timeout or (90.0 if args.quick else 300.0)
     rng = random.Random(args.seed)
     settings = {
         "jobs": args.jobs,

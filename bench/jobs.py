@@ -17,7 +17,8 @@ Starts its own redis-server, gateway and worker processes (free loopback ports),
     before the next repetition.
 
 The last line printed is one JSON object with every figure and the settings used. Run:
-`.venv/bin/python bench/jobs.py [--quick]` (after `make models`).
+`.venv/bin/python bench/jobs.py [--quick]` (after `make models`). `--quick` is a smoke run of the
+same code: 100 submits, 5 latency jobs and one kill, with fewer warm-up calls; same JSON keys.
 """
 
 from __future__ import annotations
@@ -320,9 +321,9 @@ def resume_overhead(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer submits, jobs and repetitions (a smoke run)")
-    parser.add_argument("--submits", type=int, help="submits for the throughput figure (default 2000; quick 400)")
+    parser.add_argument("--submits", type=int, help="submits for the throughput figure (default 2000; quick 100)")
     parser.add_argument("--concurrency", type=int, default=32, help="submits in flight at once")
-    parser.add_argument("--latency-jobs", type=int, help="jobs run one by one for the latency (default 100; quick 20)")
+    parser.add_argument("--latency-jobs", type=int, help="jobs run one by one for the latency (default 100; quick 5)")
     parser.add_argument("--resumes", type=int, help="kill-and-resume repetitions (default 3; quick 1)")
     parser.add_argument("--claim-idle", type=float, default=3.0, help="GENSERVE_JOB_CLAIM_IDLE_SECONDS")
     parser.add_argument("--heartbeat", type=float, default=0.5, help="GENSERVE_JOB_HEARTBEAT_SECONDS")
@@ -331,9 +332,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill delays of (C)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs and Redis data")
     args = parser.parse_args()
-    submits = args.submits or (400 if args.quick else 2000)
-    latency_jobs = args.latency_jobs or (20 if args.quick else 100)
+    submits = args.submits or (100 if args.quick else 2000)
+    latency_jobs = args.latency_jobs or (5 if args.quick else 100)
     resumes = args.resumes or (1 if args.quick else 3)
+    submit_warmup, latency_warmup = (5, 1) if args.quick else (50, 3)
     settings: dict[str, object] = {
         "submits": submits,
         "concurrency": args.concurrency,
@@ -370,7 +372,7 @@ def main() -> None:
         print(f"gateway {address}, redis {stack.redis.url if stack.redis else ''}; {os.cpu_count()} CPUs", flush=True)
 
         print(f"(A) submit throughput: {submits} tiny jobs, {args.concurrency} in flight, no worker", flush=True)
-        submit = asyncio.run(submit_throughput(address, stack.metadata, tiny, submits, args.concurrency, 50))
+        submit = asyncio.run(submit_throughput(address, stack.metadata, tiny, submits, args.concurrency, submit_warmup))
         client = stack.redis_client()
         queued = int(client.scard(ACTIVE))  # type: ignore[arg-type]
         submit["queued_in_redis"] = queued
@@ -388,7 +390,7 @@ def main() -> None:
         stack.start_worker()
         with grpc.insecure_channel(address) as channel:
             stub = jobs_pb2_grpc.JobServiceStub(channel)
-            latency = queue_latency(stub, tiny, stack.metadata, latency_jobs, warmup=3)
+            latency = queue_latency(stub, tiny, stack.metadata, latency_jobs, warmup=latency_warmup)
             figures["queue_latency"] = latency
             print(
                 f"  submit → RUNNING p50 {latency['running_p50_ms']:.1f} ms, p95 {latency['running_p95_ms']:.1f} ms; "
