@@ -13,7 +13,7 @@ The last line printed is one JSON object with every figure. Run: `make bench` or
 `.venv/bin/python bench/text_throughput.py [--model NAME] [--quick]`.
 
 `--quick` is a smoke run of the same code in a few seconds: one round, 16-token requests, one
-request per client, and 2 s of mixed load with max_tokens drawn from 16..64; the JSON line has the
+request per client, and 1 s of mixed load with max_tokens drawn from 16..64; the JSON line has the
 same keys (`tokens_per_request` and `mixed.max_tokens` say what was asked).
 """
 
@@ -189,9 +189,12 @@ def main() -> None:
     print(f"model {model}; torch threads {torch.get_num_threads()}; {os.cpu_count()} cores", flush=True)
 
     log_dir = ROOT / "var" / "bench"
-    env = {"GENSERVE_TEXT_MODELS": model, "GENSERVE_LOG_LEVEL": "WARNING"}
-    text = ServerProcess("text", log_dir, {"GENSERVE_MODEL_STORE": str(MODEL_STORE), **env})
-    gateway = ServerProcess("gateway", log_dir, {"GENSERVE_TEXT_ADDR": text.address, "GENSERVE_LOG_LEVEL": "WARNING"})
+    # No shutdown notice: nothing routes to these servers but this script, so they stop at once.
+    quiet = {"GENSERVE_LOG_LEVEL": "WARNING", "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0"}
+    text = ServerProcess(
+        "text", log_dir, {"GENSERVE_MODEL_STORE": str(MODEL_STORE), "GENSERVE_TEXT_MODELS": model, **quiet}
+    )
+    gateway = ServerProcess("gateway", log_dir, {"GENSERVE_TEXT_ADDR": text.address, **quiet})
     figures: dict[str, object] = {"model": model, "tokens_per_request": tokens, "rounds": rounds}
     # The machines are shared and their speed drifts by tens of percent within minutes, so each
     # phase alternates its in-process reference with the served run, and ratios use the medians.
@@ -230,7 +233,7 @@ def main() -> None:
         # Mixed: arrivals at ~60% of what the server sustained at concurrency 32 (mean request 264
         # tokens in the full run), so the queue stays stable and latency reflects scheduling, not overload.
         rate = 0.6 * uniform["c32_stream"]["tokens_per_s"] / (sum(mixed_tokens) / 2)
-        seconds = 2.0 if args.quick else args.mixed_seconds
+        seconds = 1.0 if args.quick else args.mixed_seconds
         mixed = asyncio.run(open_loop(gateway.address, rate, seconds, mixed_tokens))
         figures["mixed"] = mixed
         print(
