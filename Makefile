@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.genserve-installed
 PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
 PROTO_OUT := services/genserve/v1/.generated
 
-.PHONY: up test install protos generate models lint typecheck bench gallery clean
+.PHONY: up test install protos generate models lint typecheck bench bench-quick gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,12 +47,16 @@ typecheck: install
 test: lint typecheck models
 	$(BIN)/python -m pytest
 
+BENCHMARKS := text_throughput vision jobs faults latent
+
+# The full runs, for the figures in the docs (several minutes each).
 bench: models
-	$(BIN)/python bench/text_throughput.py
-	$(BIN)/python bench/vision.py
-	$(BIN)/python bench/jobs.py
-	$(BIN)/python bench/faults.py
-	$(BIN)/python bench/latent.py
+	set -e; for name in $(BENCHMARKS); do $(BIN)/python bench/$$name.py; done
+
+# Each benchmark's smoke mode: the same code in seconds, the same closing JSON line (`make test`
+# runs them too, in tests/test_bench.py).
+bench-quick: models
+	set -e; for name in $(BENCHMARKS); do $(BIN)/python bench/$$name.py --quick; done
 
 # Remakes docs/gallery through a running stack (`make up` in another terminal).
 gallery: install

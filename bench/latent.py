@@ -9,7 +9,9 @@ One more figure bounds the ratio: the decoder's own images/s in this process, a 
 64 at a time (float64 as served, PNG encoding included), on one thread and on the services' default
 (torch's thread count): what stacking can gain before any request costs are counted.
 
-Run: `.venv/bin/python bench/latent.py [--seconds S] [--rounds R]` (after `make models`).
+Run: `.venv/bin/python bench/latent.py [--seconds S] [--rounds R] [--quick]` (after `make models`).
+`--quick` is a smoke run of the same code in a few seconds: one round of 0.25 s measurements
+(unless --seconds or --rounds say otherwise); the JSON line has the same keys.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import torch
 from benchlib import median, rounded
 
 from genserve.common.images import png_image
-from genserve.common.processes import ServerProcess
 from genserve.latent.models import load_model
+from genserve.testing import ServerProcess
 from genserve.v1 import latent_pb2, latent_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +87,13 @@ def start(log_dir: Path, batching: bool) -> tuple[ServerProcess, ServerProcess]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of one measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations per concurrency")
+    parser.add_argument("--quick", action="store_true", help="one round of short measurements (a smoke run)")
+    parser.add_argument("--seconds", type=float, help="length of one measurement (default 4; quick 0.25)")
+    parser.add_argument("--rounds", type=int, help="alternations per concurrency (default 3; quick 1)")
     args = parser.parse_args()
+    args.seconds = args.seconds or (0.25 if args.quick else 4.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    warmup = min(1.0, args.seconds)
     processes: list[ServerProcess] = []
     try:
         with tempfile.TemporaryDirectory() as logs:
@@ -96,8 +102,8 @@ def main() -> None:
             off = start(Path(logs), batching=False)
             processes += off
             print(f"batching on: gateway {on[1].address}; off: gateway {off[1].address}", flush=True)
-            asyncio.run(phase(on[1].address, 4, 1.0))  # warm-up both
-            asyncio.run(phase(off[1].address, 4, 1.0))
+            asyncio.run(phase(on[1].address, 4, warmup))  # warm-up both
+            asyncio.run(phase(off[1].address, 4, warmup))
             figures: dict[str, object] = {"model": MODEL, "seconds": args.seconds, "rounds": args.rounds}
             for concurrency in CONCURRENCY:
                 batched, single = [], []

@@ -11,6 +11,10 @@ Starts its own text service and gateway (free loopback ports) on one committed m
 
 The last line printed is one JSON object with every figure. Run: `make bench` or
 `.venv/bin/python bench/text_throughput.py [--model NAME] [--quick]`.
+
+`--quick` is a smoke run of the same code in a few seconds: one round, 16-token requests, one
+request per client, and 1 s of mixed load with max_tokens drawn from 16..64; the JSON line has the
+same keys (`tokens_per_request` and `mixed.max_tokens` say what was asked).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from benchlib import median, rounded
 
 from genserve.common.devices import configure_torch
 from genserve.common.model_store import ModelStore
-from genserve.common.processes import ServerProcess
+from genserve.testing import ServerProcess
 from genserve.text.checkpoint import load_checkpoint
 from genserve.text.decoding import batch_decoder
 from genserve.text.sampling import BatchControls, SamplingConfig, choose_tokens
@@ -41,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_STORE = ROOT / "model_store"
 
 PROMPT = "ROMEO:\n"
-TOKENS = 200
+TOKENS, QUICK_TOKENS = 200, 16  # per request of the uniform load
+MIXED_TOKENS, QUICK_MIXED_TOKENS = (16, 512), (16, 64)  # the range max_tokens is drawn from in the mixed load
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,7 +115,9 @@ async def one_request(stub: text_pb2_grpc.TextServiceStub, max_tokens: int, stre
     return Result(time.perf_counter() - started, first or 0.0, count, max_tokens)
 
 
-async def closed_loop(address: str, concurrency: int, stream: bool, requests_per_worker: int) -> dict[str, float]:
+async def closed_loop(
+    address: str, concurrency: int, stream: bool, requests_per_worker: int, tokens: int
+) -> dict[str, float]:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = text_pb2_grpc.TextServiceStub(channel)
         await one_request(stub, 8, stream, 0)  # warm the connection and the model
@@ -118,7 +125,7 @@ async def closed_loop(address: str, concurrency: int, stream: bool, requests_per
 
         async def worker(index: int) -> None:
             for i in range(requests_per_worker):
-                results.append(await one_request(stub, TOKENS, stream, index * 1000 + i))
+                results.append(await one_request(stub, tokens, stream, index * 1000 + i))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
@@ -134,7 +141,9 @@ async def closed_loop(address: str, concurrency: int, stream: bool, requests_per
     }
 
 
-async def open_loop(address: str, rate: float, duration: float, seed: int = 0) -> dict[str, float]:
+async def open_loop(
+    address: str, rate: float, duration: float, max_tokens: tuple[int, int], seed: int = 0
+) -> dict[str, object]:
     rng = random.Random(seed)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = text_pb2_grpc.TextServiceStub(channel)
@@ -146,13 +155,14 @@ async def open_loop(address: str, rate: float, duration: float, seed: int = 0) -
             delay = started + next_at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one_request(stub, rng.randint(16, 512), True, len(tasks))))
+            tasks.append(asyncio.create_task(one_request(stub, rng.randint(*max_tokens), True, len(tasks))))
             next_at += rng.expovariate(rate)
         results = await asyncio.gather(*tasks)
         wall = time.perf_counter() - started
     short = [r.latency for r in results if r.max_tokens <= 64]
     return {
         "rate_per_s": rate,
+        "max_tokens": list(max_tokens),
         "requests": len(results),
         "tokens_per_s": sum(r.tokens for r in results) / wall,
         "short_requests": len(short),
@@ -167,20 +177,25 @@ def main() -> None:
     configure_torch(0)  # the server's process-wide settings (flush denormals), before any torch work
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="", help="model name (default: the service default)")
-    parser.add_argument("--quick", action="store_true", help="one round, fewer requests (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="one round, short requests (a smoke run of a few seconds)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved reference/served rounds per phase")
     parser.add_argument("--mixed-seconds", type=float, default=40.0)
     args = parser.parse_args()
     entries = ModelStore(MODEL_STORE).entries_of("text")
     model = args.model or min(entries, key=lambda e: e.metrics["val_loss_nats_per_char"]).name
     rounds = 1 if args.quick else args.rounds
+    tokens = QUICK_TOKENS if args.quick else TOKENS
+    mixed_tokens = QUICK_MIXED_TOKENS if args.quick else MIXED_TOKENS
     print(f"model {model}; torch threads {torch.get_num_threads()}; {os.cpu_count()} cores", flush=True)
 
     log_dir = ROOT / "var" / "bench"
-    env = {"GENSERVE_TEXT_MODELS": model, "GENSERVE_LOG_LEVEL": "WARNING"}
-    text = ServerProcess("text", log_dir, {"GENSERVE_MODEL_STORE": str(MODEL_STORE), **env})
-    gateway = ServerProcess("gateway", log_dir, {"GENSERVE_TEXT_ADDR": text.address, "GENSERVE_LOG_LEVEL": "WARNING"})
-    figures: dict[str, object] = {"model": model, "tokens_per_request": TOKENS, "rounds": rounds}
+    # No shutdown notice: nothing routes to these servers but this script, so they stop at once.
+    quiet = {"GENSERVE_LOG_LEVEL": "WARNING", "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0"}
+    text = ServerProcess(
+        "text", log_dir, {"GENSERVE_MODEL_STORE": str(MODEL_STORE), "GENSERVE_TEXT_MODELS": model, **quiet}
+    )
+    gateway = ServerProcess("gateway", log_dir, {"GENSERVE_TEXT_ADDR": text.address, **quiet})
+    figures: dict[str, object] = {"model": model, "tokens_per_request": tokens, "rounds": rounds}
     # The machines are shared and their speed drifts by tens of percent within minutes, so each
     # phase alternates its in-process reference with the served run, and ratios use the medians.
     references: dict[int, list[float]] = {1: [], 8: [], 32: []}
@@ -188,11 +203,11 @@ def main() -> None:
         uniform: dict[str, dict[str, float]] = {}
         for concurrency in (1, 8, 32):
             for stream in (False, True):
-                per_worker = 2 if args.quick else max(2, 64 // concurrency)
+                per_worker = 1 if args.quick else max(2, 64 // concurrency)
                 runs, phase_refs = [], []
                 for _ in range(rounds):
-                    phase_refs.append(reference_loop(model, concurrency, TOKENS, 1))
-                    runs.append(asyncio.run(closed_loop(gateway.address, concurrency, stream, per_worker)))
+                    phase_refs.append(reference_loop(model, concurrency, tokens, 1))
+                    runs.append(asyncio.run(closed_loop(gateway.address, concurrency, stream, per_worker, tokens)))
                 references[concurrency].extend(phase_refs)
                 key = f"c{concurrency}_{'stream' if stream else 'unary'}"
                 result = {name: median([run[name] for run in runs]) for name in runs[0]}
@@ -216,9 +231,10 @@ def main() -> None:
         figures["c1_unary_per_token_vs_batch1"] = uniform["c1_unary"]["per_token_ms_p50"] * ref1 / 1000
         figures["c1_stream_per_token_vs_batch1"] = uniform["c1_stream"]["per_token_ms_p50"] * ref1 / 1000
         # Mixed: arrivals at ~60% of what the server sustained at concurrency 32 (mean request 264
-        # tokens), so the queue stays stable and latency reflects scheduling, not overload.
-        rate = 0.6 * uniform["c32_stream"]["tokens_per_s"] / 264
-        mixed = asyncio.run(open_loop(gateway.address, rate, 10.0 if args.quick else args.mixed_seconds))
+        # tokens in the full run), so the queue stays stable and latency reflects scheduling, not overload.
+        rate = 0.6 * uniform["c32_stream"]["tokens_per_s"] / (sum(mixed_tokens) / 2)
+        seconds = 1.0 if args.quick else args.mixed_seconds
+        mixed = asyncio.run(open_loop(gateway.address, rate, seconds, mixed_tokens))
         figures["mixed"] = mixed
         print(
             f"mixed load {rate:.1f} req/s: {mixed['tokens_per_s']:.0f} tok/s · short (≤64 tokens) p50 "

@@ -7,6 +7,10 @@ of that forward+backward against this machine's measured float32 matmul peak; an
 timing (3 octaves × 20 steps at 320² on EfficientNet-Lite0; target ≤ 2 s). The machines are
 shared and noisy, so each pair is measured alternately and medians are reported. The last line
 is one JSON object. Run: `.venv/bin/python bench/vision.py [--quick]` (after `make models`).
+
+`--quick` is a smoke run of the same code in a few seconds: one repeat, one step, the two style
+phases at 64² and 128² and a 2 × 2-step dream at 128²; the JSON line keeps its keys (style_256,
+style_512, dream_320_3x20_s name the phases) and `settings` says what was measured.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,14 +31,31 @@ from genserve.common.model_store import ModelStore
 from genserve.common.style_request import StyleParams
 from genserve.vision.backbones import EfficientNetLite0, VGG16Features
 from genserve.vision.dream import DreamParams, dream
+from genserve.vision.fast_copies import channels_last_copy
 from genserve.vision.samples import sample_image
-from genserve.vision.style import StyleTransfer, channels_last_copy
+from genserve.vision.style import StyleTransfer
 from genserve.vision.weights import load_from_store
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ModelStore(ROOT / "model_store")
 CACHE = ROOT / "var" / "packages"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full run's figures, or a smoke run's through the same code."""
+
+    style_sizes: tuple[int, int]  # pixels per side of the phases reported as style_256 and style_512
+    repeats: int  # timings per median
+    steps: int  # style-transfer steps timed per run, after 2 warm-up steps
+    dream_size: int  # pixels per side of the dream reported as dream_320_3x20_s
+    dream_octaves: int
+    dream_steps: int  # per octave
+
+
+FULL = Plan(style_sizes=(256, 512), repeats=5, steps=10, dream_size=320, dream_octaves=3, dream_steps=20)
+QUICK = Plan(style_sizes=(64, 128), repeats=1, steps=1, dream_size=128, dream_octaves=2, dream_steps=2)
 
 
 def matmul_peak_gflops(repeats: int) -> dict[str, float]:
@@ -74,7 +96,7 @@ def vgg_flops(vgg: VGG16Features, size: int, deepest: str = "relu5_1") -> float:
 
 def vgg_forward_backward(vgg: VGG16Features, image: torch.Tensor) -> Callable[[], None]:
     """One forward to relu5_1 and backward to the pixels, laid out as the engine runs it (channels_last)."""
-    fast = channels_last_copy(vgg)
+    fast = channels_last_copy(vgg, "style")  # the very copy StyleTransfer runs (one cache, keyed by purpose)
 
     def run() -> None:
         x = image.clone().requires_grad_(True)
@@ -97,11 +119,12 @@ def style_step_seconds(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (a smoke run of a few seconds)")
     args = parser.parse_args()
     configure_torch(0)
     torch.set_grad_enabled(True)
-    repeats, steps = (2, 3) if args.quick else (5, 10)
+    plan = QUICK if args.quick else FULL
+    repeats, steps = plan.repeats, plan.steps
     vgg = load_from_store(STORE, "vgg16")
     lite = load_from_store(STORE, "efficientnet-lite0")
     assert isinstance(vgg, VGG16Features) and isinstance(lite, EfficientNetLite0)
@@ -115,8 +138,8 @@ def main() -> None:
         f"oneDNN {gemm['onednn_gemm_gflops']:.1f})",
         flush=True,
     )
-    figures: dict[str, object] = {"matmul": gemm}
-    for size in (256, 512):
+    figures: dict[str, object] = {"settings": {"quick": args.quick, **asdict(plan)}, "matmul": gemm}
+    for label, size in zip(("style_256", "style_512"), plan.style_sizes, strict=True):
         content = to_tensor(photo.resize((size, size)))
         style = to_tensor(painting.resize((size, size)))
         run_fb = vgg_forward_backward(vgg, content)
@@ -138,7 +161,7 @@ def main() -> None:
             seconds = median(times)
             entry[f"{optimizer}_step_s"] = seconds
             entry[f"{optimizer}_ratio"] = seconds / forward_backward
-        figures[f"style_{size}"] = entry
+        figures[label] = entry
         print(
             f"{size}²: VGG16 fwd+bwd {forward_backward:.3f} s ({gflops:.1f} GFLOP/s, {gflops / peak:.0%} of peak) · "
             f"L-BFGS step {entry['lbfgs_step_s']:.3f} s ({entry['lbfgs_ratio']:.2f}x) · "
@@ -146,13 +169,18 @@ def main() -> None:
             flush=True,
         )
 
-    image = to_tensor(photo.resize((320, 320)))
-    params = DreamParams(octaves=3, steps_per_octave=20, seed=0)
+    side = plan.dream_size
+    image = to_tensor(photo.resize((side, side)))
+    params = DreamParams(octaves=plan.dream_octaves, steps_per_octave=plan.dream_steps, seed=0)
     dream(lite, to_tensor(photo.resize((96, 96))), DreamParams(octaves=1, steps_per_octave=2))  # warm-up
     dream_seconds = median_seconds(lambda: dream(lite, image, params), max(1, repeats // 2 + 1))
     figures["dream_320_3x20_s"] = dream_seconds
-    print(f"DeepDream 3 octaves × 20 steps at 320² (EfficientNet-Lite0): {dream_seconds:.2f} s", flush=True)
-    ratios = [figures[f"style_{s}"][f"{o}_ratio"] for s in (256, 512) for o in ("lbfgs", "adam")]  # type: ignore[index]
+    print(
+        f"DeepDream {plan.dream_octaves} octaves × {plan.dream_steps} steps at {side}² (EfficientNet-Lite0): "
+        f"{dream_seconds:.2f} s",
+        flush=True,
+    )
+    ratios = [figures[label][f"{o}_ratio"] for label in ("style_256", "style_512") for o in ("lbfgs", "adam")]  # type: ignore[index]
     figures["targets_met"] = {"style_step_le_1.3x": max(ratios) <= 1.3, "dream_le_2s": dream_seconds <= 2.0}
     print(json.dumps(rounded(figures)))
 

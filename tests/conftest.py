@@ -16,7 +16,7 @@ import grpc
 import pytest
 import torch
 
-from genserve.common.processes import ServerProcess
+from genserve.testing import ServerProcess
 from genserve.text.checkpoint import LoadedModel, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,9 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from genserve.testing import ServerProcess
 from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2, text_pb2_grpc
-from tests.conftest import ServerProcess, TextStack, start_role
+from tests.conftest import TextStack, start_role
 
 REQUEST = text_pb2.GenerateRequest(prompt="ROMEO:", max_tokens=5, seed=1)
 

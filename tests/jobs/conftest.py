@@ -1,25 +1,24 @@
-"""Job-system fixtures: a real redis-server (AOF) on a free port, a gateway, and real worker processes."""
+"""Job-system fixtures: a real redis-server (AOF) on a free port, a gateway, and real worker processes
+(genserve.testing.JobStack)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
-import redis
 from PIL import Image
 
-from genserve.common.processes import PrivateRedis, ServerProcess
+from genserve.testing import JobStack
 from genserve.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, vision_pb2
 from genserve.vision.samples import sample_image
-from tests.conftest import ROOT, start_role
+from tests.conftest import MODEL_STORE, ROOT
 
 ALICE, BOB = ("authorization", "Bearer alice-key"), ("authorization", "Bearer bob-key")
-API_KEYS = "alice:alice-key,bob:bob-key"
+API_KEYS = {"alice": "alice-key", "bob": "bob-key"}
 CHECKPOINT_EVERY = 10
 CLAIM_IDLE_SECONDS = 2.0
 # Fast claims and checkpoints, one torch thread per worker (two workers share the two cores).
@@ -28,7 +27,6 @@ WORKER_ENV = {
     "GENSERVE_JOB_CLAIM_IDLE_SECONDS": str(CLAIM_IDLE_SECONDS),
     "GENSERVE_JOB_HEARTBEAT_SECONDS": "0.4",
     "GENSERVE_TORCH_THREADS": "1",
-    "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0",
 }
 
 
@@ -38,53 +36,17 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class JobStack:
-    redis: PrivateRedis
-    gateway: ServerProcess
-    log_dir: Path
-    workers: list[ServerProcess] = field(default_factory=list)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.redis.url, "GENSERVE_API_KEYS": API_KEYS, **WORKER_ENV}
-
-    def start_worker(self, **settings: str) -> ServerProcess:
-        worker = start_role("worker", self.log_dir, {**self.env, **settings})
-        self.workers.append(worker)
-        return worker
-
-    def stop_workers(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.workers.clear()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis.url)
-
-
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobStack]:
-    log_dir = tmp_path_factory.mktemp("job-logs")
-    private = PrivateRedis(tmp_path_factory.mktemp("job-redis"))
-    private.start()
-    env = {"REDIS_URL": private.url, "GENSERVE_API_KEYS": API_KEYS, "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0"}
-    try:
-        gateway = start_role("gateway", log_dir, env)
-    except Exception:
-        private.stop()
-        raise
-    jobs = JobStack(private, gateway, log_dir)
-    yield jobs
-    jobs.stop_workers()
-    gateway.stop()
-    private.stop()
+    with JobStack(MODEL_STORE, API_KEYS, worker_env=WORKER_ENV, work_dir=tmp_path_factory.mktemp("jobs")) as jobs:
+        yield jobs
 
 
 @pytest.fixture
 def clean(stack: JobStack) -> Iterator[JobStack]:
     """Each test starts with no workers and an empty Redis, and stops the workers it started."""
-    stack.client().flushall()
+    with contextlib.closing(stack.redis_client()) as client:
+        client.flushall()
     yield stack
     stack.stop_workers()
 

@@ -166,7 +166,7 @@ def test_bad_submissions_are_refused_before_anything_is_queued(
 ) -> None:
     got, details = code_of(jobs.SubmitStyleTransfer, _bad(photos, **changes), timeout=30, metadata=[ALICE])
     assert got == code and message in details, details
-    assert clean.client().xlen("genserve:jobs:queue") == 0
+    assert clean.redis_client().xlen("genserve:jobs:queue") == 0
 
 
 def test_without_redis_the_job_api_is_unavailable(text_stack: TextStack) -> None:

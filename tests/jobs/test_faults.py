@@ -113,7 +113,7 @@ def test_fenced_writes_of_a_superseded_attempt_are_refused(
     clean: JobStack, jobs: jobs_pb2_grpc.JobServiceStub, photos: tuple[bytes, bytes]
 ) -> None:
     job_id = submit(jobs, style_job(photos, 10))  # no worker: it waits in the queue
-    client = clean.client()
+    client = clean.redis_client()
     client.register_script(scripts.ENSURE_GROUP)(args=[PREFIX])  # FLUSHALL took the group the gateway made
     [[_, [(entry, _)]]] = client.xreadgroup(scripts.GROUP, "old", {PREFIX + "jobs:queue": ">"}, count=1)
     start, progress = client.register_script(scripts.START), client.register_script(scripts.PROGRESS)
@@ -221,7 +221,7 @@ def test_a_job_that_keeps_killing_workers_is_dead_lettered(
         assert wait_for(lambda s=begun: get(jobs, job_id).step > s, timeout=60)
         worker.process.kill()
         worker.process.wait()
-        clean.workers.remove(worker)
+        clean.forget(worker)
     clean.start_worker()  # the next worker to claim it gives up on it
     log = events(jobs, job_id)
     assert_ended_once(log, STATE.JOB_STATE_FAILED)
@@ -235,7 +235,7 @@ def test_a_stopping_worker_checkpoints_and_hands_its_job_back(
     job_id = submit(jobs, style_job(photos, LONG))
     reached = wait_for_step(jobs, job_id, CHECKPOINT_EVERY + 3)
     assert leaving.stop() == 0  # SIGTERM: finish the step, checkpoint, RELEASE, exit cleanly
-    clean.workers.remove(leaving)
+    clean.forget(leaving)
     handed = get(jobs, job_id)
     assert handed.state == STATE.JOB_STATE_QUEUED and handed.step >= reached
     clean.start_worker()  # takes it at once: a released entry needs no idle timeout
@@ -243,5 +243,5 @@ def test_a_stopping_worker_checkpoints_and_hands_its_job_back(
     assert_ended_once(log, STATE.JOB_STATE_SUCCEEDED)
     [resumed] = [e for e in log if e.kind == KIND.JOB_EVENT_KIND_RESUMED]
     assert resumed.step == handed.step, "nothing done before the hand-back is redone"
-    record = clean.client().hgetall(job_key(job_id))
+    record = clean.redis_client().hgetall(job_key(job_id))
     assert record[b"crashes"] == b"0", "a clean hand-back is not a lost worker"

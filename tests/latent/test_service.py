@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from genserve.common.processes import ServerProcess
 from genserve.latent.attributes import thickness
 from genserve.latent.data import load_dataset
+from genserve.testing import ServerProcess
 from genserve.v1 import common_pb2, latent_pb2, latent_pb2_grpc
 from tests.conftest import ROOT, behind_gateway
 

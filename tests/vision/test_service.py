@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genserve.cli import app
-from genserve.common.processes import ServerProcess
+from genserve.testing import ServerProcess
 from genserve.v1 import common_pb2, models_pb2, models_pb2_grpc, vision_pb2, vision_pb2_grpc
 from genserve.vision.samples import sample_image
 from tests.common.test_images import png_declaring

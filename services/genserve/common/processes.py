@@ -1,7 +1,7 @@
 """Child processes that never outlive their parent, free ports, and a private Redis.
 
-Used by `genserve up` and by the tests, which start their own Redis and servers on free ports
-instead of relying on anything the machine happens to run.
+Used by `genserve up`, and by genserve.testing, which starts roles on free ports for tests and
+benchmarks instead of relying on anything the machine happens to run.
 """
 
 from __future__ import annotations
@@ -140,40 +140,6 @@ def wait_serving(
                     f"last lines of {log_path}:\n{tail(log_path)}"
                 )
             time.sleep(0.1)
-
-
-class ServerProcess:
-    """One `genserve serve ROLE` child on free ports (tests, benchmarks)."""
-
-    def __init__(self, role: str, log_dir: Path, env: Mapping[str, str], timeout: float = 120) -> None:
-        import sys
-
-        self.role = role
-        self.port, self.metrics_port = free_ports(2)
-        self.log_path = log_dir / f"{role}-{self.port}.log"
-        command = [
-            sys.executable, "-m", "genserve.cli", "serve", role,
-            "--grpc-port", str(self.port), "--metrics-port", str(self.metrics_port),
-        ]  # fmt: skip
-        self.process = spawn(command, self.log_path, {**os.environ, "PYTHONUNBUFFERED": "1", **env})
-        try:
-            wait_serving(self.address, self.process, self.log_path, timeout, role)
-        except StartError:
-            self.stop()
-            raise
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            return str(response.read().decode())
-
-    def stop(self, timeout: float = 20) -> int:
-        return stop_process(self.process, timeout)
 
 
 class RedisNotFound(RuntimeError):
