@@ -47,7 +47,13 @@ class ImageResult:
 
     @classmethod
     def from_proto(cls, message: common_pb2.Image) -> ImageResult:
-        return cls(bytes(message.data), message.width, message.height)
+        data = bytes(message.data)
+        width, height = message.width, message.height
+        if data and not (width and height):
+            # Some answers (job results, job previews) leave the size unset: the header has it.
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+        return cls(data, width, height)
 
     def image(self) -> Image.Image:
         """Decoded as a PIL image (loaded, so the bytes may go)."""

@@ -164,6 +164,7 @@ def models(
     api_key: KeyOption = "",
 ) -> None:
     """List the models the stack serves, each with its headline metric (--json: everything)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -175,18 +176,26 @@ def models(
 
         typer.echo(json.dumps([dataclasses.asdict(model) for model in listed], indent=2))
         return
-    table = Table("name", "family", "architecture", "parameters", "device", "headline metric")
+    # Narrow on purpose (fits 80 columns): the architecture, metrics and details are in --json.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, caption="* default of its family · all fields: --json")
+    table.add_column("name", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("device", no_wrap=True)
+    table.add_column("headline metric", no_wrap=True)
     for model in listed:
-        default = " (default)" if model.is_default else ""
         table.add_row(
-            model.name + default,
+            model.name + (" *" if model.is_default else ""),
             model.family,
-            model.architecture,
-            f"{model.parameter_count:,}",
+            _millions(model.parameter_count),
             model.device,
             headline_metric(model),
         )
     Console().print(table)
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.1f} M" if count >= 100_000 else f"{count:,}"
 
 
 def headline_metric(model: ModelInfo) -> str:
@@ -199,7 +208,7 @@ def headline_metric(model: ModelInfo) -> str:
     """
     metrics = model.metrics
     if "val_loss_nats_per_char" in metrics:
-        return f"{metrics['val_loss_nats_per_char']:.3f} nats/char held-out"
+        return f"val loss {metrics['val_loss_nats_per_char']:.3f} nats/char"
     if "inception_score" in metrics:
         return f"inception score {metrics['inception_score']:.2f}"
     if "test_accuracy" in metrics:
