@@ -2,14 +2,17 @@
 
     from genserve.client import Client
 
-    with Client("127.0.0.1:50051", api_key="s3cret", timeout=120) as client:
-        print(client.generate("ROMEO:", max_tokens=80, seed=1).text)
-        for piece in client.generate_stream("JULIET:", max_tokens=80):
+    with Client("127.0.0.1:50051", api_key="alice-key", timeout=300) as client:
+        print(client.generate("ROMEO:", max_tokens=60, seed=1).text)
+        for piece in client.generate_stream("JULIET:", max_tokens=60):
             print(piece.text, end="", flush=True)
-        client.dream("cat.jpg", max_size=256).save("dream.png")
-        digits = client.sample(8, model="mnist-vae-16d", seed=3, return_latents=True)
-        job = client.submit_style_transfer("cat.jpg", ["starry.jpg"], iterations=200, idempotency_key="cat-1")
-        for event in client.watch_job(job.id):  # resumes by itself if the stream drops
+        client.dream("var/samples/chelsea.png", octaves=3, steps_per_octave=10).save("dream.png")
+        digits = client.sample(8, model="mnist-dcgan", seed=3, return_latents=True)
+        print(digits.latents.shape, digits.images[0].image().size)  # numpy (8, 64); a PIL image
+        job = client.submit_style_transfer(
+            "var/samples/chelsea.png", "var/samples/scream.png", iterations=60, idempotency_key="cat"
+        )
+        for event in client.watch_job(job.id):  # reconnects by itself if the stream drops
             print(event.state, event.step, event.total_steps)
         client.get_job_result(job.id).image.save("styled.png")
 
