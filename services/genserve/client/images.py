@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from genserve.client.errors import InvalidArgument
 
@@ -51,8 +51,11 @@ class ImageResult:
         width, height = message.width, message.height
         if data and not (width and height):
             # Some answers (job results, job previews) leave the size unset: the header has it.
-            with Image.open(io.BytesIO(data)) as header:
-                width, height = header.size
+            try:
+                with Image.open(io.BytesIO(data)) as header:
+                    width, height = header.size
+            except (UnidentifiedImageError, OSError):
+                pass  # not an image after all: the size stays unknown (0x0), the bytes are kept
         return cls(data, width, height)
 
     def image(self) -> Image.Image:
