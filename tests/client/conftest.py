@@ -20,6 +20,7 @@ from tests.jobs.conftest import WORKER_ENV
 
 API_KEY = "alice-key"
 LATENT_MODEL = "mnist-vae-16d"
+LATENT_2D = "mnist-vae-2d"  # the one model Manifold serves
 # Small caps keep dreams and previews to a second or two on two shared cores.
 VISION_ENV = {
     "GENSERVE_VISION_DREAM_MAX_SIZE": "64",
@@ -56,7 +57,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.processes.append(text)
         vision = start_role("vision", logs, VISION_ENV)
         running.processes.append(vision)
-        latent = start_role("latent", logs, {"GENSERVE_LATENT_MODELS": LATENT_MODEL, "GENSERVE_TORCH_THREADS": "1"})
+        latent = start_role(
+            "latent", logs, {"GENSERVE_LATENT_MODELS": f"{LATENT_MODEL},{LATENT_2D}", "GENSERVE_TORCH_THREADS": "1"}
+        )
         running.processes.append(latent)
         running.processes.append(start_role("worker", logs, {**keys, **WORKER_ENV}))
         addresses = {

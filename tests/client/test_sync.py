@@ -17,7 +17,7 @@ from genserve.client import (
     StyleProgress,
     Unauthenticated,
 )
-from tests.client.conftest import API_KEY, LATENT_MODEL, Stack
+from tests.client.conftest import API_KEY, LATENT_2D, LATENT_MODEL, Stack
 
 
 def test_generate_returns_every_completion_with_its_details(client: Client) -> None:
@@ -98,6 +98,15 @@ def test_latent_sample_encode_decode_interpolate(client: Client) -> None:
     walk = client.interpolate(drawn.latents[0], drawn.images[1].image(), steps=4, method="lerp", model=LATENT_MODEL)
     assert len(walk.images) == 4 and walk.latents.shape == (4, 16)
     np.testing.assert_allclose(walk.latents[0], drawn.latents[0], atol=1e-5)
+
+
+def test_latent_arithmetic_and_manifold(client: Client) -> None:
+    points = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    combined = client.arithmetic(points[0], points[1], points[2], model=LATENT_MODEL)
+    expected = client.decode(points[0] - points[1] + points[2], model=LATENT_MODEL)
+    assert len(combined.images) == 1 and combined.images[0].png == expected.images[0].png
+    grid = client.manifold(model=LATENT_2D, grid_size=3)
+    assert grid.grid_size == 3 and grid.grid.image().size == (grid.grid.width, grid.grid.height)
 
 
 def test_latent_concepts_list_create_apply_delete(client: Client) -> None:
