@@ -36,8 +36,7 @@ from genserve.client.results import (
     StyleProgress,
     TextPiece,
 )
-from genserve.client.settings import CHANNEL_OPTIONS, Retry, check_credentials, key_metadata
-from genserve.client.sync import ReconnectHook
+from genserve.client.settings import CHANNEL_OPTIONS, ReconnectHook, Retry, check_credentials, key_metadata
 from genserve.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,8 @@ class Retry:
         return float(min(self.max_delay, self.delay * self.multiplier ** (failures - 1)))
 
 
-NO_RETRY = Retry(attempts=0)
+# Called before each reconnect of `watch_job`: (why, failures in a row, the most allowed).
+ReconnectHook = Callable[[str, int, int], None]
 
 
 def key_metadata(api_key: str) -> tuple[tuple[str, str], ...]:

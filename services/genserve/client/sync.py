@@ -29,7 +29,7 @@ from genserve.client.results import (
     StyleProgress,
     TextPiece,
 )
-from genserve.client.settings import CHANNEL_OPTIONS, Retry, check_credentials, key_metadata
+from genserve.client.settings import CHANNEL_OPTIONS, ReconnectHook, Retry, check_credentials, key_metadata
 from genserve.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,
@@ -42,8 +42,6 @@ from genserve.v1 import (
 )
 
 Reply = TypeVar("Reply")
-# Called before each reconnect of `watch_job`: (why, failures in a row, the most allowed).
-ReconnectHook = Callable[[str, int, int], None]
 
 
 class Client:
