@@ -1,4 +1,5 @@
-"""`genserve jobs ...` without a server: the request builder, the help texts, the watch loop on a fake stub."""
+"""`genserve jobs ...` without a server: the request builder, the help texts, the watch loop on a fake stub
+(the client library's `watch_job` under the command's rendering)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from genserve.cli import app
+from genserve.client import Client, NotFound, Unavailable
 from genserve.commands import jobs
 from genserve.commands.client import style_preview, style_request
 from genserve.v1 import common_pb2, jobs_pb2, vision_pb2
@@ -184,14 +186,11 @@ UNAVAILABLE = Broken(grpc.StatusCode.UNAVAILABLE, "connection reset")
 
 
 def follow(stub: FakeJobs, tmp_path: Path, waits: list[float] | None = None) -> None:
-    jobs._follow(
-        stub,
-        "j1",
-        api_key="",
-        output=tmp_path / "out.png",
-        preview=tmp_path / "preview.png",
-        wait=(waits if waits is not None else []).append,
-    )
+    # A client that never connects: its job stub is the fake, its pauses are recorded.
+    with Client("127.0.0.1:1") as client:
+        client._jobs = stub  # type: ignore[assignment]
+        client._pause = (waits if waits is not None else []).append
+        jobs._follow(client, "j1", output=tmp_path / "out.png", preview=tmp_path / "preview.png")
 
 
 def test_watch_resumes_after_the_last_event_and_writes_the_images(
@@ -229,15 +228,16 @@ def test_watch_exits_1_with_the_error_of_a_failed_job(tmp_path: Path, capsys: py
 
 
 def test_watch_gives_up_after_a_few_reconnects(tmp_path: Path) -> None:
-    stub = FakeJobs([Stream([], UNAVAILABLE) for _ in range(jobs.RECONNECTS + 1)])
-    with pytest.raises(Broken):
+    reconnects = Client("127.0.0.1:1").retry.attempts
+    stub = FakeJobs([Stream([], UNAVAILABLE) for _ in range(reconnects + 1)])
+    with pytest.raises(Unavailable):
         follow(stub, tmp_path)
-    assert len(stub.watched) == jobs.RECONNECTS + 1
+    assert len(stub.watched) == reconnects + 1
 
 
 def test_watch_does_not_retry_other_errors(tmp_path: Path) -> None:
     stub = FakeJobs([Stream([], Broken(grpc.StatusCode.NOT_FOUND, "no job j1")), Stream([])])
-    with pytest.raises(Broken):
+    with pytest.raises(NotFound):
         follow(stub, tmp_path)
     assert stub.watched == [""]
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
-    from genserve.v1 import common_pb2, vision_pb2
+    from genserve.client import Client, DreamProgress, Generation, ModelInfo, StyleProgress
+    from genserve.client.requests import StyleOptions
+    from genserve.v1 import vision_pb2
 
 client_app = typer.Typer(help="Call a running gateway over gRPC.", no_args_is_help=True)
 
@@ -40,26 +44,27 @@ ScalesOption = Annotated[int, typer.Option(help="Coarse-to-fine scales (0/1 = on
 
 
 @contextmanager
-def _channel(address: str) -> Iterator[object]:
-    import grpc
+def client_for(address: str, api_key: str, timeout: float | None = 60.0) -> Iterator[Client]:
+    """A `genserve.client.Client` whose failures print `error: CODE: message` and exit 1."""
+    from genserve.client import Client, GenserveClientError
 
-    channel = grpc.insecure_channel(
-        address,
-        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-    )
     try:
-        yield channel
-    except grpc.RpcError as error:
-        code = error.code().name if hasattr(error, "code") else "UNKNOWN"
-        details = error.details() if hasattr(error, "details") else str(error)
-        typer.echo(f"error: {code}: {details}", err=True)
+        with Client(address, api_key=api_key, timeout=timeout) as client:
+            yield client
+    except GenserveClientError as error:
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    finally:
-        channel.close()
 
 
-def _metadata(api_key: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {api_key}")] if api_key else []
+def checked_option(check: Callable[[], Any]) -> Any:
+    """Run a client-side check of option values; its InvalidArgument ("optimizer 'sgd': choose
+    from ...") becomes a usage error naming the option (--optimizer), before any call."""
+    from genserve.client import InvalidArgument
+
+    try:
+        return check()
+    except InvalidArgument as error:
+        raise typer.BadParameter(f"--{error.message}") from None
 
 
 def _unescape(text: str) -> str:
@@ -97,50 +102,50 @@ def text(
     api_key: KeyOption = "",
 ) -> None:
     """Generate text; a single completion streams to the terminal as it is sampled."""
-    from genserve.v1 import text_pb2, text_pb2_grpc
+    from genserve.client.requests import GenerateOptions
 
-    sampling = text_pb2.SamplingParams(
-        top_k=top_k, min_p=min_p, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty
-    )
+    text_prompt = _unescape(prompt)
+    sweep = _floats(temperatures)
+    options: GenerateOptions = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "top_k": top_k,
+        "min_p": min_p,
+        "presence_penalty": presence_penalty,
+        "frequency_penalty": frequency_penalty,
+        "stop": [_unescape(item) for item in stop or []],
+        "n": n,
+        "logprobs": logprobs,
+        "temperatures": sweep,
+    }
     if temperature is not None:
-        sampling.temperature = temperature
+        options["temperature"] = temperature
     if top_p is not None:
-        sampling.top_p = top_p
+        options["top_p"] = top_p
     if repetition_penalty is not None:
-        sampling.repetition_penalty = repetition_penalty
-    request = text_pb2.GenerateRequest(
-        prompt=_unescape(prompt),
-        model=model,
-        max_tokens=max_tokens,
-        sampling=sampling,
-        stop=[_unescape(item) for item in stop or []],
-        n=n,
-        logprobs=logprobs,
-        temperatures=_floats(temperatures),
-    )
+        options["repetition_penalty"] = repetition_penalty
     if seed is not None:
-        request.seed = seed
-    single = n == 1 and len(request.temperatures) <= 1
-    with _channel(address) as channel:
-        stub = text_pb2_grpc.TextServiceStub(channel)
+        options["seed"] = seed
+    single = n == 1 and len(sweep) <= 1
+    with client_for(address, api_key, timeout) as client:
         if stream and single and not logprobs:
-            sys.stdout.write(request.prompt)
-            for message in stub.GenerateStream(request, timeout=timeout, metadata=_metadata(api_key)):
-                sys.stdout.write(message.text)
+            sys.stdout.write(text_prompt)
+            for piece in client.generate_stream(text_prompt, **options):
+                sys.stdout.write(piece.text)
                 sys.stdout.flush()
             sys.stdout.write("\n")
             return
-        response = stub.Generate(request, timeout=timeout, metadata=_metadata(api_key))
-    _print_completions(response, request.prompt, logprobs)
+        generation = client.generate(text_prompt, **options)
+    _print_completions(generation, text_prompt, logprobs)
 
 
-def _print_completions(response: object, prompt: str, logprobs: bool) -> None:
+def _print_completions(generation: Generation, prompt: str, logprobs: bool) -> None:
     from rich.console import Console
     from rich.rule import Rule
 
     console = Console(highlight=False)
-    for completion in response.completions:  # type: ignore[attr-defined]
-        reason = {1: "length", 2: "stop"}.get(completion.finish_reason, "?")
+    for completion in generation.completions:
+        reason = completion.finish_reason or "?"
         console.print(
             Rule(f"#{completion.index} · temperature {completion.temperature:g} · seed {completion.seed} · {reason}")
         )
@@ -148,39 +153,67 @@ def _print_completions(response: object, prompt: str, logprobs: bool) -> None:
         if logprobs:
             shown = " ".join(f"{t.text!r}:{t.logprob:.2f}" for t in completion.tokens)
             console.print(f"[dim]{shown}[/]")
-    console.print(f"[dim]model {response.model} · request seed {response.seed}[/]")  # type: ignore[attr-defined]
+    console.print(f"[dim]model {generation.model} · request seed {generation.seed}[/]")
 
 
 @client_app.command("models")
 def models(
     family: Annotated[str, typer.Option(help="text, vision or latent (default all).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Every field of every model, as JSON.")] = False,
     address: AddressOption = "127.0.0.1:50051",
     api_key: KeyOption = "",
 ) -> None:
-    """List the models the stack serves, with their metrics."""
+    """List the models the stack serves, each with its headline metric (--json: everything)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from genserve.v1 import models_pb2, models_pb2_grpc
+    with client_for(address, api_key, 30) as client:
+        listed = client.list_models(family)
+    if as_json:
+        import dataclasses
+        import json
 
-    with _channel(address) as channel:
-        stub = models_pb2_grpc.ModelServiceStub(channel)
-        response = stub.ListModels(models_pb2.ListModelsRequest(family=family), timeout=30, metadata=_metadata(api_key))
-    table = Table("name", "family", "architecture", "parameters", "device", "metrics")
-    for model in response.models:
-        # Quality figures only; sizes and timings are in `genserve models list`.
-        quality = {k: v for k, v in model.metrics.items() if not k.endswith(("_characters", "_seconds"))}
-        metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(quality.items()))
-        default = " (default)" if model.is_default else ""
+        typer.echo(json.dumps([dataclasses.asdict(model) for model in listed], indent=2))
+        return
+    # Narrow on purpose (fits 80 columns): the architecture, metrics and details are in --json.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, caption="* default of its family · all fields: --json")
+    table.add_column("name", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("device", no_wrap=True)
+    table.add_column("headline metric", no_wrap=True)
+    for model in listed:
         table.add_row(
-            model.name + default,
+            model.name + (" *" if model.is_default else ""),
             model.family,
-            model.architecture,
-            f"{model.parameter_count:,}",
+            _millions(model.parameter_count),
             model.device,
-            metrics,
+            headline_metric(model),
         )
     Console().print(table)
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.1f} M" if count >= 100_000 else f"{count:,}"
+
+
+def headline_metric(model: ModelInfo) -> str:
+    """The one figure that says how good a model is, by family; "" when the store has none.
+
+    Text: held-out loss in nats per character (lower is better). Latent generators: the
+    inception score of their samples under the data set's classifier (higher is better; VAE and
+    GAN alike, so they compare); classifiers: test accuracy. Vision backbones are used as
+    published and carry no metric.
+    """
+    metrics = model.metrics
+    if "val_loss_nats_per_char" in metrics:
+        return f"val loss {metrics['val_loss_nats_per_char']:.3f} nats/char"
+    if "inception_score" in metrics:
+        return f"inception score {metrics['inception_score']:.2f}"
+    if "test_accuracy" in metrics:
+        return f"test accuracy {metrics['test_accuracy']:.1%}"
+    return ""
 
 
 def _read_image(path: Path) -> bytes:
@@ -190,28 +223,16 @@ def _read_image(path: Path) -> bytes:
         raise typer.BadParameter(f"cannot read {path}: {error.strerror}") from None
 
 
-def _layer_weights(items: list[str] | None, field: str) -> list[common_pb2.LayerWeight]:
-    """'name' or 'name:weight' → LayerWeight messages."""
-    from genserve.v1 import common_pb2
-
+def _layer_weights(items: list[str] | None, field: str) -> list[tuple[str, float]]:
+    """'name' or 'name:weight' → (name, weight); weight 0 = the service default (1)."""
     layers = []
     for item in items or []:
         name, _, weight = item.partition(":")
         try:
-            layers.append(common_pb2.LayerWeight(layer=name, weight=float(weight) if weight else 0.0))
+            layers.append((name, float(weight) if weight else 0.0))
         except ValueError:
             raise typer.BadParameter(f"{field}: expected NAME or NAME:WEIGHT, got {item!r}") from None
     return layers
-
-
-def _enum_value(enum: Any, prefix: str, choice: str, option: str) -> Any:
-    """A lower-case CLI choice ("adam") → its proto enum value (STYLE_OPTIMIZER_ADAM); "" = unspecified."""
-    if not choice:
-        return 0
-    names = [name.removeprefix(prefix).lower() for name in enum.keys() if not name.endswith("_UNSPECIFIED")]  # noqa: SIM118 (an enum wrapper, not a dict)
-    if choice not in names:
-        raise typer.BadParameter(f"{option} {choice!r}: choose from {', '.join(names)}")
-    return enum.Value(prefix + choice.upper())
 
 
 def _progress_bar() -> object:
@@ -228,19 +249,23 @@ def _progress_bar() -> object:
 
 
 def _save_image_stream(
-    events: Iterable[Any], label: str, progress_of: Callable[[Any], tuple[int, str]], output: Path, preview: Path
+    events: Iterable[DreamProgress] | Iterable[StyleProgress],
+    label: str,
+    progress_of: Callable[[Any], tuple[int, str]],
+    output: Path,
+    preview: Path,
 ) -> None:
-    """Follow a Dream/StylePreview stream: a progress bar, previews to `preview`, the result to `output`."""
+    """Follow a dream/style-preview's progress: a progress bar, previews to `preview`, the result to `output`."""
     with _progress_bar() as progress:  # type: ignore[attr-defined]
         task = progress.add_task(label, total=None, status="")
         for event in events:
             if event.total_steps:
                 done, status = progress_of(event)
                 progress.update(task, total=event.total_steps, completed=done, status=status)
-            if event.HasField("preview"):
-                preview.write_bytes(event.preview.data)
-            if event.HasField("result"):
-                output.write_bytes(event.result.data)
+            if event.preview is not None:
+                event.preview.save(preview)
+            if event.result is not None:
+                event.result.save(output)
                 typer.echo(f"wrote {output} ({event.result.width}x{event.result.height}, seed {event.seed})")
 
 
@@ -266,30 +291,29 @@ def dream(
     api_key: KeyOption = "",
 ) -> None:
     """DeepDream an image through the gateway, with a progress bar."""
-    from genserve.v1 import common_pb2, vision_pb2, vision_pb2_grpc
+    from genserve.client.requests import DreamOptions
 
-    request = vision_pb2.DreamRequest(
-        image=common_pb2.Image(data=_read_image(image)),
-        backbone=backbone,
-        layers=_layer_weights(layer, "--layer"),
-        octaves=octaves,
-        octave_scale=octave_scale,
-        steps_per_octave=steps,
-        step_size=step_size,
-        jitter=jitter,
-        preview_every=preview_every,
-        max_size=max_size,
-    )
+    photo = _read_image(image)
+    options: DreamOptions = {
+        "backbone": backbone,
+        "layers": _layer_weights(layer, "--layer"),
+        "octaves": octaves,
+        "octave_scale": octave_scale,
+        "steps_per_octave": steps,
+        "step_size": step_size,
+        "jitter": jitter,
+        "preview_every": preview_every,
+        "max_size": max_size,
+    }
     if max_loss is not None:
-        request.max_loss = max_loss
+        options["max_loss"] = max_loss
     if guide is not None:
-        request.guide.data = _read_image(guide)
+        options["guide"] = _read_image(guide)
     if seed is not None:
-        request.seed = seed
-    with _channel(address) as channel:
-        events = vision_pb2_grpc.VisionServiceStub(channel).Dream(request, timeout=timeout, metadata=_metadata(api_key))
+        options["seed"] = seed
+    with client_for(address, api_key, timeout) as client:
         _save_image_stream(
-            events,
+            client.dream_stream(photo, **options),
             "dreaming",
             lambda e: (e.steps_done, f"octave {e.octave + 1} · loss {e.loss:.3f}"),
             output,
@@ -297,7 +321,16 @@ def dream(
         )
 
 
-def style_request(
+@dataclass(frozen=True)
+class StyleInputs:
+    """A style transfer as the CLI options describe it, in the client library's terms."""
+
+    content: bytes
+    styles: list[tuple[bytes, float]]
+    options: StyleOptions
+
+
+def style_inputs(
     *,
     content: Path,
     style: list[str],
@@ -315,18 +348,15 @@ def style_request(
     scales: int = 0,
     seed: int | None = None,
     preview_every: int = 0,
-) -> vision_pb2.StyleTransferRequest:
-    """The style options of the CLI → a StyleTransferRequest (reads the images).
+) -> StyleInputs:
+    """The style options of the CLI → content, weighted styles and options (reads the images).
 
     `style` items are PATH or PATH:WEIGHT; the enum options take the lower-case names ("adam",
     "noise", "luminance"; "" = unspecified); a weight left at None stays unset (the service default).
     Bad values raise typer.BadParameter.
     """
-    from genserve.v1 import common_pb2, vision_pb2
+    from genserve.client import requests
 
-    optimizer_value = _enum_value(vision_pb2.StyleOptimizer, "STYLE_OPTIMIZER_", optimizer, "--optimizer")
-    init_value = _enum_value(vision_pb2.StyleInit, "STYLE_INIT_", init, "--init")
-    color_value = _enum_value(vision_pb2.ColorPreservation, "COLOR_PRESERVATION_", color, "--color")
     styles = []
     for item in style:
         path, _, weight = item.rpartition(":") if ":" in item and not Path(item).exists() else (item, "", "")
@@ -334,34 +364,46 @@ def style_request(
             blend = float(weight or 0)
         except ValueError:
             raise typer.BadParameter(f"--style: expected PATH or PATH:WEIGHT, got {item!r}") from None
-        styles.append(vision_pb2.StyleImage(image=common_pb2.Image(data=_read_image(Path(path))), weight=blend))
-    request = vision_pb2.StyleTransferRequest(
-        content=common_pb2.Image(data=_read_image(content)),
-        styles=styles,
-        params=vision_pb2.StyleParams(
-            content_layer=content_layer,
-            style_layers=_layer_weights(style_layer, "--style-layer"),
-            content_weight=content_weight,
-            style_weight=style_weight,
-            tv_weight=tv_weight,
-            optimizer=optimizer_value,
-            learning_rate=learning_rate,
-            init=init_value,
-            color=color_value,
-            iterations=iterations,
-            max_size=max_size,
-            scales=scales,
-            preview_every=preview_every,
-        ),
-    )
+        styles.append((_read_image(Path(path)), blend))
+    options: requests.StyleOptions = {
+        "content_layer": content_layer,
+        "style_layers": _layer_weights(style_layer, "--style-layer"),
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "init": init,
+        "color": color,
+        "iterations": iterations,
+        "max_size": max_size,
+        "scales": scales,
+        "preview_every": preview_every,
+    }
+    weights: dict[str, float | None] = {
+        "content_weight": content_weight,
+        "style_weight": style_weight,
+        "tv_weight": tv_weight,
+    }
+    for name, value in weights.items():
+        if value is not None:
+            options[name] = value  # type: ignore[literal-required]
     if seed is not None:
-        request.seed = seed
-    return request
+        options["seed"] = seed
+    inputs = StyleInputs(_read_image(content), styles, options)
+    checked_option(lambda: requests.style_transfer_request(inputs.content, inputs.styles, inputs.options))
+    return inputs
 
 
-def style_request_from(arguments: dict[str, Any]) -> vision_pb2.StyleTransferRequest:
-    """`style_request` called with the matching entries of a command's arguments (its `locals()`)."""
-    return style_request(**{name: arguments[name] for name in inspect.signature(style_request).parameters})
+@functools.wraps(style_inputs, assigned=())  # same parameters (and signature) as style_inputs
+def style_request(**arguments: Any) -> vision_pb2.StyleTransferRequest:
+    """`style_inputs` as the StyleTransferRequest the client sends."""
+    from genserve.client import requests
+
+    inputs = style_inputs(**arguments)
+    return requests.style_transfer_request(inputs.content, inputs.styles, inputs.options)
+
+
+def style_inputs_from(arguments: dict[str, Any]) -> StyleInputs:
+    """`style_inputs` called with the matching entries of a command's arguments (its `locals()`)."""
+    return style_inputs(**{name: arguments[name] for name in inspect.signature(style_inputs).parameters})
 
 
 @client_app.command("style-preview")
@@ -389,17 +431,12 @@ def style_preview(
     api_key: KeyOption = "",
 ) -> None:
     """A small style transfer (StylePreview) through the gateway, with a progress bar."""
-    from genserve.v1 import vision_pb2_grpc
-
-    request = style_request_from(locals())
-    with _channel(address) as channel:
-        events = vision_pb2_grpc.VisionServiceStub(channel).StylePreview(
-            request, timeout=timeout, metadata=_metadata(api_key)
-        )
+    inputs = style_inputs_from(locals())
+    with client_for(address, api_key, timeout) as client:
         _save_image_stream(
-            events,
+            client.style_preview_stream(inputs.content, inputs.styles, **inputs.options),
             "stylising",
-            lambda e: (e.step, f"loss {e.losses.total:.4g}"),
+            lambda e: (e.step, f"loss {e.losses.total:.4g}" if e.losses else ""),
             output,
             preview or output.with_suffix(".preview.png"),
         )

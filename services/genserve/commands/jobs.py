@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,28 +24,22 @@ from genserve.commands.client import (
     StyleOption,
     StyleWeightOption,
     TvWeightOption,
-    _channel,
-    _enum_value,
-    _metadata,
     _progress_bar,
-    style_request_from,
+    checked_option,
+    client_for,
+    style_inputs_from,
 )
 
 if TYPE_CHECKING:
-    from genserve.v1 import jobs_pb2_grpc
+    from genserve.client import Client, Job, JobState, StyleLosses
 
 jobs_app = typer.Typer(
     help="Long style transfers as durable jobs: submit, follow, list, cancel, fetch results.",
     no_args_is_help=True,
 )
 
-# Deadline of the unary calls; WatchJob streams have none (a job may run for a long time).
+# Deadline of the unary calls; watching has none (a job may run for a long time).
 RPC_TIMEOUT = 60.0
-# A broken watch stream (UNAVAILABLE) is resumed up to RECONNECTS times in a row, after pauses of
-# RECONNECT_DELAY, twice that, ... seconds, each followed by up to READY_WAIT seconds for the channel.
-RECONNECTS = 5
-RECONNECT_DELAY = 0.5
-READY_WAIT = 5.0
 
 JobIdArgument = Annotated[str, typer.Argument(help="The job's id (as `submit` printed it).")]
 OutputOption = Annotated[Path | None, typer.Option(help="Where the result goes (default: JOB_ID.png).")]
@@ -55,50 +47,13 @@ JobPreviewOption = Annotated[Path | None, typer.Option(help="Where previews go (
 AfterOption = Annotated[str, typer.Option(help="Only events after this event id (default: all of them).")]
 
 
-def _state_name(state: int) -> str:
-    """JOB_STATE_RUNNING → "running"."""
-    from genserve.v1 import jobs_pb2
-
-    try:
-        return jobs_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()  # type: ignore[arg-type]
-    except ValueError:
-        return str(state)
+def _when(stamp: datetime | None) -> str:
+    """A timestamp in local time; "" when unset."""
+    return "" if stamp is None else stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _terminal(state: int) -> bool:
-    from genserve.v1 import jobs_pb2
-
-    return state in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
-
-
-def _when(message: Any, field: str) -> str:
-    """A Timestamp field in local time; "" when unset."""
-    from datetime import UTC
-
-    if not message.HasField(field):
-        return ""
-    stamp = getattr(message, field).ToDatetime(tzinfo=UTC).astimezone()
-    return str(stamp.strftime("%Y-%m-%d %H:%M:%S"))
-
-
-def _stub(channel: object) -> jobs_pb2_grpc.JobServiceStub:
-    from genserve.v1 import jobs_pb2_grpc
-
-    return jobs_pb2_grpc.JobServiceStub(channel)  # type: ignore[arg-type]
-
-
-def _wait_for(channel: object, delay: float) -> None:
-    """Back off before resuming a watch: `delay` seconds, then until the channel is ready (bounded)."""
-    import grpc
-
-    time.sleep(delay)
-    # Not ready in time: try anyway; the call fails with UNAVAILABLE again and counts as one more attempt.
-    with contextlib.suppress(grpc.FutureTimeoutError):
-        grpc.channel_ready_future(channel).result(timeout=READY_WAIT)
-
-
-def _status(state: int, attempt: int, losses: Any | None) -> str:
-    parts = [_state_name(state)]
+def _status(state: JobState, attempt: int, losses: StyleLosses | None) -> str:
+    parts = [str(state)]
     if losses is not None:
         parts.append(f"loss {losses.total:.4g}")
     if attempt > 1:
@@ -106,112 +61,62 @@ def _status(state: int, attempt: int, losses: Any | None) -> str:
     return " · ".join(parts)
 
 
-def _follow(
-    stub: Any,
-    job_id: str,
-    *,
-    api_key: str,
-    output: Path,
-    preview: Path,
-    after: str = "",
-    wait: Callable[[float], None] = time.sleep,
-) -> None:
-    """Follow WatchJob to the job's end: a progress bar, previews to `preview`, the result to `output`.
+def _follow(client: Client, job_id: str, *, output: Path, preview: Path, after: str = "") -> None:
+    """Follow the job to its end: a progress bar, previews to `preview`, the result to `output`.
 
-    A stream that breaks with UNAVAILABLE is reopened after the last event received (up to
-    RECONNECTS times in a row, `wait`ing between tries), so no event is missed. Exits 1 when the
-    job FAILED or was CANCELLED; other gRPC errors propagate (to `_channel`).
+    `Client.watch_job` resumes a broken stream by itself; each reconnect is shown. Exits 1 when
+    the job FAILED or was CANCELLED; client errors propagate (to `client_for`).
     """
-    import grpc
+    from genserve.client import JobEventKind, JobState
 
-    from genserve.v1 import jobs_pb2
-
-    last_event = after
-    state = jobs_pb2.JOB_STATE_UNSPECIFIED
+    state = JobState.UNSPECIFIED
     attempt = 0
-    losses: Any | None = None
+    losses: StyleLosses | None = None
     error = ""
-    failures = 0
     with _progress_bar() as progress:  # type: ignore[attr-defined]
         task = progress.add_task(job_id, total=None, status="")
 
-        def retry(reason: str) -> None:
-            nonlocal failures
-            failures += 1
-            progress.console.print(f"[dim]{reason}; reconnecting ({failures}/{RECONNECTS})[/]", highlight=False)
-            wait(RECONNECT_DELAY * 2 ** (failures - 1))
+        def reconnecting(reason: str, failures: int, limit: int) -> None:
+            progress.console.print(f"[dim]{reason}; reconnecting ({failures}/{limit})[/]", highlight=False)
 
-        while not _terminal(state):
-            events = stub.WatchJob(
-                jobs_pb2.WatchJobRequest(id=job_id, after_event_id=last_event), metadata=_metadata(api_key)
-            )
-            try:
-                for event in events:
-                    failures = 0
-                    last_event = event.event_id or last_event
-                    attempt = event.attempt or attempt
-                    if event.kind == jobs_pb2.JOB_EVENT_KIND_RESUMED:
-                        progress.console.print(f"resumed: attempt {event.attempt} from step {event.step}")
-                    if event.state and (event.kind == jobs_pb2.JOB_EVENT_KIND_STATE or event.state != state):
-                        line = _state_name(event.state)
-                        if event.state == jobs_pb2.JOB_STATE_RUNNING and attempt:
-                            line += f" (attempt {attempt})"
-                        progress.console.print(line, highlight=False)
-                    state = event.state or state
-                    error = event.error or error
-                    losses = event.losses if event.HasField("losses") else losses
-                    if event.total_steps:
-                        progress.update(task, total=event.total_steps, completed=event.step)
-                    progress.update(task, status=_status(state, attempt, losses))
-                    if event.HasField("preview"):
-                        preview.write_bytes(event.preview.data)
-                    if _terminal(state):
-                        events.cancel()
-                        break
-            except grpc.RpcError as broken:
-                if broken.code() != grpc.StatusCode.UNAVAILABLE or failures >= RECONNECTS:
-                    raise
-                retry(f"stream lost ({broken.details()})")
-                continue
-            if not _terminal(state):
-                # The stream ended without the terminal event: ask for the record, resume if need be.
-                job = stub.GetJob(jobs_pb2.GetJobRequest(id=job_id), timeout=RPC_TIMEOUT, metadata=_metadata(api_key))
-                if _terminal(job.state):
-                    state, error = job.state, job.error or error
-                    progress.update(task, status=_status(state, job.attempt, job.losses))
-                elif failures >= RECONNECTS:
-                    typer.echo(f"error: the watch stream of job {job_id} keeps ending before the job does", err=True)
-                    raise typer.Exit(1)
-                else:
-                    retry("stream ended early")
-    if state != jobs_pb2.JOB_STATE_SUCCEEDED:
-        typer.echo(f"error: job {job_id} {_state_name(state)}: {error or 'no reason given'}", err=True)
+        for event in client.watch_job(job_id, after=after, on_reconnect=reconnecting):
+            attempt = event.attempt or attempt
+            if event.kind == JobEventKind.RESUMED:
+                progress.console.print(f"resumed: attempt {event.attempt} from step {event.step}")
+            if event.state and (event.kind == JobEventKind.STATE or event.state != state):
+                line = str(event.state)
+                if event.state == JobState.RUNNING and attempt:
+                    line += f" (attempt {attempt})"
+                progress.console.print(line, highlight=False)
+            state = event.state or state
+            error = event.error or error
+            losses = event.losses or losses
+            if event.total_steps:
+                progress.update(task, total=event.total_steps, completed=event.step)
+            progress.update(task, status=_status(state, attempt, losses))
+            if event.preview is not None:
+                event.preview.save(preview)
+    if state != JobState.SUCCEEDED:
+        typer.echo(f"error: job {job_id} {state}: {error or 'no reason given'}", err=True)
         raise typer.Exit(1)
-    _write_result(stub, job_id, output, api_key)
+    _write_result(client, job_id, output)
 
 
-def _write_result(stub: Any, job_id: str, output: Path, api_key: str) -> None:
-    from genserve.v1 import jobs_pb2
-
-    result = stub.GetJobResult(
-        jobs_pb2.GetJobResultRequest(id=job_id), timeout=RPC_TIMEOUT, metadata=_metadata(api_key)
-    )
-    output.write_bytes(result.image.data)
-    typer.echo(f"wrote {output} ({result.image.width}x{result.image.height}, loss {result.losses.total:.4g})")
+def _write_result(client: Client, job_id: str, output: Path) -> None:
+    result = client.get_job_result(job_id)
+    result.image.save(output)
+    total = result.losses.total if result.losses else 0.0
+    typer.echo(f"wrote {output} ({result.image.width}x{result.image.height}, loss {total:.4g})")
 
 
-def _watch_command(
-    channel: object, job_id: str, output: Path | None, preview: Path | None, after: str, api_key: str
-) -> None:
+def _watch_command(client: Client, job_id: str, output: Path | None, preview: Path | None, after: str) -> None:
     try:
         _follow(
-            _stub(channel),
+            client,
             job_id,
-            api_key=api_key,
             output=output or Path(f"{job_id}.png"),
             preview=preview or Path(f"{job_id}.preview.png"),
             after=after,
-            wait=lambda delay: _wait_for(channel, delay),
         )
     except KeyboardInterrupt:
         typer.echo(f"\nstopped watching; the job goes on (genserve jobs watch {job_id})", err=True)
@@ -246,18 +151,14 @@ def submit(
     api_key: KeyOption = "",
 ) -> None:
     """Queue a style transfer as a job; prints its id and state (--watch: then follow it)."""
-    from genserve.v1 import jobs_pb2
-
-    request = style_request_from(locals())
-    with _channel(address) as channel:
-        job = _stub(channel).SubmitStyleTransfer(
-            jobs_pb2.SubmitStyleTransferRequest(request=request, idempotency_key=idempotency_key),
-            timeout=RPC_TIMEOUT,
-            metadata=_metadata(api_key),
+    inputs = style_inputs_from(locals())
+    with client_for(address, api_key, RPC_TIMEOUT) as client:
+        job = client.submit_style_transfer(
+            inputs.content, inputs.styles, idempotency_key=idempotency_key, **inputs.options
         )
-        typer.echo(f"job {job.id} {_state_name(job.state)}")
+        typer.echo(f"job {job.id} {job.state}")
         if watch:
-            _watch_command(channel, job.id, output, preview, "", api_key)
+            _watch_command(client, job.id, output, preview, "")
 
 
 @jobs_app.command("list")
@@ -274,31 +175,26 @@ def list_jobs(
     from rich.console import Console
     from rich.table import Table
 
-    from genserve.v1 import jobs_pb2
+    from genserve.client.requests import job_state
 
-    state_value = _enum_value(jobs_pb2.JobState, "JOB_STATE_", state, "--state")
+    checked_option(lambda: job_state(state))
     table = Table("id", "state", "step", "total loss", "attempt", "created", "error")
     more = False
-    with _channel(address) as channel:
-        stub = _stub(channel)
+    with client_for(address, api_key, RPC_TIMEOUT) as client:
         token = ""
         while True:
-            response = stub.ListJobs(
-                jobs_pb2.ListJobsRequest(state=state_value, page_size=page_size, page_token=token),
-                timeout=RPC_TIMEOUT,
-                metadata=_metadata(api_key),
-            )
-            for job in response.jobs:
+            page = client.list_jobs(state=state, page_size=page_size, page_token=token)
+            for job in page.jobs:
                 table.add_row(
                     job.id,
-                    _state_name(job.state),
+                    str(job.state),
                     f"{job.step}/{job.total_steps}" if job.total_steps else "",
-                    f"{job.losses.total:.4g}" if job.HasField("losses") else "",
+                    f"{job.losses.total:.4g}" if job.losses else "",
                     str(job.attempt or ""),
-                    _when(job, "created_at"),
+                    _when(job.created_at),
                     job.error,
                 )
-            token = response.next_page_token
+            token = page.next_page_token
             if not token or not all_pages:
                 more = bool(token)
                 break
@@ -315,32 +211,33 @@ def show(
     api_key: KeyOption = "",
 ) -> None:
     """A job's record."""
-    from genserve.v1 import jobs_pb2
+    with client_for(address, api_key, RPC_TIMEOUT) as client:
+        job = client.get_job(job_id)
+    for line in _record_lines(job):
+        typer.echo(line)
 
-    with _channel(address) as channel:
-        job = _stub(channel).GetJob(jobs_pb2.GetJobRequest(id=job_id), timeout=RPC_TIMEOUT, metadata=_metadata(api_key))
+
+def _record_lines(job: Job) -> list[str]:
     rows = [
         ("id", job.id),
-        ("state", _state_name(job.state)),
+        ("state", str(job.state)),
         ("step", f"{job.step}/{job.total_steps}"),
         ("attempt", str(job.attempt)),
     ]
-    if job.HasField("losses"):
+    if job.losses is not None:
         terms = job.losses
         losses = f"total {terms.total:.4g} · content {terms.content:.4g} · style {terms.style:.4g} · tv {terms.tv:.4g}"
         rows.append(("losses", losses))
-    for label, field in (
-        ("created", "created_at"),
-        ("started", "started_at"),
-        ("finished", "finished_at"),
-        ("expires", "expires_at"),
-    ):
-        rows.append((label, _when(job, field)))
-    rows += [("idempotency key", job.idempotency_key), ("error", job.error)]
+    rows += [
+        ("created", _when(job.created_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+        ("expires", _when(job.expires_at)),
+        ("idempotency key", job.idempotency_key),
+        ("error", job.error),
+    ]
     width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        if value:
-            typer.echo(f"{label:<{width}}  {value}")
+    return [f"{label:<{width}}  {value}" for label, value in rows if value]
 
 
 @jobs_app.command("watch")
@@ -353,8 +250,8 @@ def watch(
     api_key: KeyOption = "",
 ) -> None:
     """Follow a job with a progress bar; writes previews, and the result when it succeeds (exit 1 otherwise)."""
-    with _channel(address) as channel:
-        _watch_command(channel, job_id, output, preview, after, api_key)
+    with client_for(address, api_key, RPC_TIMEOUT) as client:
+        _watch_command(client, job_id, output, preview, after)
 
 
 @jobs_app.command("cancel")
@@ -364,13 +261,9 @@ def cancel(
     api_key: KeyOption = "",
 ) -> None:
     """Cancel a queued or running job; prints the state it is in now."""
-    from genserve.v1 import jobs_pb2
-
-    with _channel(address) as channel:
-        job = _stub(channel).CancelJob(
-            jobs_pb2.CancelJobRequest(id=job_id), timeout=RPC_TIMEOUT, metadata=_metadata(api_key)
-        )
-    typer.echo(f"job {job.id} {_state_name(job.state)}")
+    with client_for(address, api_key, RPC_TIMEOUT) as client:
+        job = client.cancel_job(job_id)
+    typer.echo(f"job {job.id} {job.state}")
 
 
 @jobs_app.command("result")
@@ -381,5 +274,5 @@ def result(
     api_key: KeyOption = "",
 ) -> None:
     """Fetch a succeeded job's image."""
-    with _channel(address) as channel:
-        _write_result(_stub(channel), job_id, output, api_key)
+    with client_for(address, api_key, RPC_TIMEOUT) as client:
+        _write_result(client, job_id, output)

@@ -6,24 +6,28 @@ up so they can be looked at.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from genserve.commands.client import AddressOption, KeyOption, _channel, _floats, _metadata, _read_image
+from genserve.commands.client import AddressOption, KeyOption, _floats, _read_image, client_for
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from genserve.client import Client, ImageResult
 
 ModelOption = Annotated[str, typer.Option(help="Latent model (default: the service's default).")]
 ScaleOption = Annotated[int, typer.Option(help="Enlarge each 28x28 image this many times (nearest pixel).")]
 
 
-def _sheet(images: list[Any], columns: int, scale: int, output: Path) -> None:
-    """Tile the images (common_pb2.Image) row-major into one PNG, `columns` wide, with 2-pixel gaps."""
+def _sheet(images: list[ImageResult], columns: int, scale: int, output: Path) -> None:
+    """Tile the images row-major into one PNG, `columns` wide, with 2-pixel gaps."""
     from PIL import Image
 
-    tiles = [Image.open(io.BytesIO(image.data)).convert("L") for image in images]
+    tiles = [image.image().convert("L") for image in images]
     width, height = tiles[0].size
     rows = math.ceil(len(tiles) / columns)
     gap = 2
@@ -37,24 +41,11 @@ def _sheet(images: list[Any], columns: int, scale: int, output: Path) -> None:
     typer.echo(f"wrote {output} ({len(tiles)} images, {sheet.width}x{sheet.height})")
 
 
-def _stub(channel: object) -> Any:
-    from genserve.v1 import latent_pb2_grpc
-
-    return latent_pb2_grpc.LatentServiceStub(channel)
-
-
-def _point(image: Path | None, seed: int | None, model: str, channel: object, api_key: str) -> Any:
-    """A LatentPoint from an image file, or the prior point a seed draws (fetched with Sample)."""
-    from genserve.v1 import common_pb2, latent_pb2
-
+def _point(image: Path | None, seed: int | None, model: str, client: Client) -> bytes | np.ndarray:
+    """An image file's bytes, or the prior point a seed draws (fetched with sample)."""
     if image is not None:
-        return latent_pb2.LatentPoint(image=common_pb2.Image(data=_read_image(image)))
-    drawn = _stub(channel).Sample(
-        latent_pb2.SampleRequest(model=model, n=1, seed=seed or 0, return_latents=True),
-        timeout=60,
-        metadata=_metadata(api_key),
-    )
-    return latent_pb2.LatentPoint(vector=drawn.latents[0])
+        return _read_image(image)
+    return client.sample(1, model=model, seed=seed or 0, return_latents=True).latents[0]
 
 
 def sample(
@@ -70,17 +61,10 @@ def sample(
     api_key: KeyOption = "",
 ) -> None:
     """Draw new images from a VAE's or GAN's prior."""
-    from genserve.v1 import latent_pb2
-
-    request = latent_pb2.SampleRequest(model=model, n=n, truncation=truncation)
-    if seed is not None:
-        request.seed = seed
-    if temperature is not None:
-        request.temperature = temperature
-    with _channel(address) as channel:
-        reply = _stub(channel).Sample(request, timeout=60, metadata=_metadata(api_key))
-    typer.echo(f"{reply.model}, seed {reply.seed}")
-    _sheet(list(reply.images), columns, scale, output)
+    with client_for(address, api_key) as client:
+        drawn = client.sample(n, model=model, seed=seed, temperature=temperature, truncation=truncation)
+    typer.echo(f"{drawn.model}, seed {drawn.seed}")
+    _sheet(drawn.images, columns, scale, output)
 
 
 def interpolate(
@@ -97,21 +81,17 @@ def interpolate(
     api_key: KeyOption = "",
 ) -> None:
     """A walk between two images or two prior points."""
-    from genserve.v1 import latent_pb2
-
-    methods = {"slerp": latent_pb2.INTERPOLATION_METHOD_SLERP, "lerp": latent_pb2.INTERPOLATION_METHOD_LERP}
-    if method not in methods:
+    if method not in ("slerp", "lerp"):
         raise typer.BadParameter(f"--method {method!r}: choose from slerp, lerp")
-    with _channel(address) as channel:
-        request = latent_pb2.InterpolateRequest(
-            model=model,
-            start=_point(start, start_seed, model, channel, api_key),
-            end=_point(end, end_seed, model, channel, api_key),
+    with client_for(address, api_key) as client:
+        frames = client.interpolate(
+            _point(start, start_seed, model, client),
+            _point(end, end_seed, model, client),
             steps=steps,
-            method=methods[method],
+            method=method,
+            model=model,
         )
-        reply = _stub(channel).Interpolate(request, timeout=60, metadata=_metadata(api_key))
-    _sheet(list(reply.images), len(reply.images), scale, output)
+    _sheet(frames.images, len(frames.images), scale, output)
 
 
 def manifold(
@@ -126,15 +106,9 @@ def manifold(
     """The decoded grid over a 2-d latent space."""
     from PIL import Image
 
-    from genserve.v1 import latent_pb2
-
-    with _channel(address) as channel:
-        reply = _stub(channel).Manifold(
-            latent_pb2.ManifoldRequest(model=model, grid_size=grid, quantile=quantile),
-            timeout=60,
-            metadata=_metadata(api_key),
-        )
-    image = Image.open(io.BytesIO(reply.grid.data))
+    with client_for(address, api_key) as client:
+        reply = client.manifold(model=model, grid_size=grid, quantile=quantile)
+    image = reply.grid.image()
     image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST).save(output)
     typer.echo(f"wrote {output} ({reply.grid_size}x{reply.grid_size} tiles)")
 
@@ -152,24 +126,15 @@ def concept(
     api_key: KeyOption = "",
 ) -> None:
     """Edit an image along a concept vector at several strengths: a strip of edits."""
-    from genserve.v1 import latent_pb2
-
-    with _channel(address) as channel:
+    with client_for(address, api_key) as client:
         if list_concepts:
-            listed = _stub(channel).ListConcepts(
-                latent_pb2.ListConceptsRequest(model=model), timeout=60, metadata=_metadata(api_key)
-            )
-            for item in listed.concepts:
+            for item in client.list_concepts(model=model):
                 typer.echo(f"{item.name:<16} {item.source:<9} norm {item.norm:6.2f}  {item.description}")
             return
-        request = latent_pb2.ApplyConceptRequest(
-            model=model,
-            concept=name,
-            point=_point(image, seed, model, channel, api_key),
-            strengths=_floats(strengths),
+        edits = client.apply_concept(
+            name, _point(image, seed, model, client), strengths=_floats(strengths), model=model
         )
-        reply = _stub(channel).ApplyConcept(request, timeout=60, metadata=_metadata(api_key))
-    _sheet(list(reply.images), len(reply.images), scale, output)
+    _sheet(edits.images, len(edits.images), scale, output)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,403 @@
+"""`Client`: the blocking client of one gateway (one gRPC channel, typed methods, plain results)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+
+import grpc
+import numpy as np
+
+from genserve.client import requests
+from genserve.client.errors import GenserveClientError, Unavailable, error_from, status_of
+from genserve.client.images import ImageInput, ImageResult
+from genserve.client.results import (
+    Concept,
+    DreamProgress,
+    Encodings,
+    Generation,
+    Job,
+    JobEvent,
+    JobPage,
+    JobResult,
+    LatentImages,
+    Manifold,
+    ModelInfo,
+    StyleProgress,
+    TextPiece,
+)
+from genserve.client.settings import CHANNEL_OPTIONS, ReconnectHook, Retry, check_credentials, key_metadata
+from genserve.v1 import (
+    jobs_pb2,
+    jobs_pb2_grpc,
+    latent_pb2,
+    latent_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    text_pb2_grpc,
+    vision_pb2_grpc,
+)
+
+Reply = TypeVar("Reply")
+
+
+class Client:
+    """A gateway's whole public API over one channel.
+
+    `timeout` is the default deadline in seconds of every call except `watch_job` (which has none
+    unless given): a call's `timeout=` overrides it, and it covers the call's retries. `api_key` is
+    sent as `authorization: Bearer <key>`. `credentials` is reserved for TLS (planned; must be
+    None today). Failures raise `GenserveClientError` subclasses, never `grpc.RpcError`.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        api_key: str = "",
+        timeout: float | None = 60.0,
+        retry: Retry | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        check_credentials(credentials)
+        self.address = address
+        self.timeout = timeout
+        self.retry = retry or Retry()
+        self._metadata = key_metadata(api_key)
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._text = text_pb2_grpc.TextServiceStub(self._channel)
+        self._vision = vision_pb2_grpc.VisionServiceStub(self._channel)
+        self._latent = latent_pb2_grpc.LatentServiceStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._models = models_pb2_grpc.ModelServiceStub(self._channel)
+        # How a retry waits (an attribute, so it can be swapped for a recorder).
+        self._pause: Callable[[float], None] = self._back_off
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _back_off(self, delay: float) -> None:
+        time.sleep(delay)
+        # Not ready in time: the next try fails fast with UNAVAILABLE and counts as one more failure.
+        with contextlib.suppress(grpc.FutureTimeoutError):
+            grpc.channel_ready_future(self._channel).result(timeout=self.retry.ready_wait)
+
+    def _deadline(self, timeout: float | None, default: float | None) -> float | None:
+        limit = default if timeout is None else timeout
+        return None if limit is None else time.monotonic() + limit
+
+    def _unary(self, rpc: Callable[..., Reply], request: Any, timeout: float | None, retry: bool = False) -> Reply:
+        deadline = self._deadline(timeout, self.timeout)
+        failures = 0
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return rpc(request, timeout=remaining, metadata=self._metadata)
+            except grpc.RpcError as error:
+                delay = self.retry.backoff(failures + 1)
+                retryable = retry and status_of(error) == grpc.StatusCode.UNAVAILABLE
+                in_time = remaining is None or delay < remaining
+                if not (retryable and in_time and failures < self.retry.attempts):
+                    raise error_from(error) from None
+            failures += 1
+            self._pause(delay)
+
+    def _stream(self, rpc: Callable[..., Any], request: Any, timeout: float | None) -> Iterator[Any]:
+        """A server stream, never retried; leaving the loop early cancels the call."""
+        deadline = self._deadline(timeout, self.timeout)
+        call = rpc(request, timeout=None if deadline is None else deadline - time.monotonic(), metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise error_from(error) from None
+        finally:
+            call.cancel()
+
+    # --- text -----------------------------------------------------------------------------------
+
+    def generate(
+        self, prompt: str, *, timeout: float | None = None, **options: Unpack[requests.GenerateOptions]
+    ) -> Generation:
+        """Every requested completion of `prompt`, returned together."""
+        request = requests.generate_request(prompt, options)
+        return Generation.from_proto(self._unary(self._text.Generate, request, timeout))
+
+    def generate_stream(
+        self, prompt: str, *, timeout: float | None = None, **options: Unpack[requests.GenerateOptions]
+    ) -> Iterator[TextPiece]:
+        """Pieces of text as they are sampled (`piece.text`); several completions interleave by `index`."""
+        request = requests.generate_request(prompt, options)
+        for message in self._stream(self._text.GenerateStream, request, timeout):
+            yield TextPiece.from_proto(message)
+
+    # --- vision ---------------------------------------------------------------------------------
+
+    def dream_stream(
+        self, image: ImageInput, *, timeout: float | None = None, **options: Unpack[requests.DreamOptions]
+    ) -> Iterator[DreamProgress]:
+        """DeepDream progress events; the last one carries `result`."""
+        request = requests.dream_request(image, options)
+        for message in self._stream(self._vision.Dream, request, timeout):
+            yield DreamProgress.from_proto(message)
+
+    def dream(
+        self, image: ImageInput, *, timeout: float | None = None, **options: Unpack[requests.DreamOptions]
+    ) -> ImageResult:
+        """The finished dream (PNG bytes in `.png`, `.image()` for PIL)."""
+        return _final(self.dream_stream(image, timeout=timeout, **options), "Dream")
+
+    def style_preview_stream(
+        self,
+        content: ImageInput,
+        styles: requests.StylesInput,
+        *,
+        timeout: float | None = None,
+        **options: Unpack[requests.StyleOptions],
+    ) -> Iterator[StyleProgress]:
+        """A small synchronous style transfer's progress events; the last one carries `result`."""
+        request = requests.style_transfer_request(content, styles, options)
+        for message in self._stream(self._vision.StylePreview, request, timeout):
+            yield StyleProgress.from_proto(message)
+
+    def style_preview(
+        self,
+        content: ImageInput,
+        styles: requests.StylesInput,
+        *,
+        timeout: float | None = None,
+        **options: Unpack[requests.StyleOptions],
+    ) -> ImageResult:
+        """The finished style preview."""
+        return _final(self.style_preview_stream(content, styles, timeout=timeout, **options), "StylePreview")
+
+    # --- latent ---------------------------------------------------------------------------------
+
+    def sample(
+        self,
+        n: int = 1,
+        *,
+        model: str = "",
+        seed: int | None = None,
+        temperature: float | None = None,
+        truncation: float = 0.0,
+        return_latents: bool = False,
+        timeout: float | None = None,
+    ) -> LatentImages:
+        """`n` new images from a latent model's prior (with their latents when asked)."""
+        request = latent_pb2.SampleRequest(
+            model=model, n=n, seed=seed, temperature=temperature, truncation=truncation, return_latents=return_latents
+        )
+        return LatentImages.from_proto(self._unary(self._latent.Sample, request, timeout))
+
+    def encode(self, images: Sequence[ImageInput], *, model: str = "", timeout: float | None = None) -> Encodings:
+        """Images → posterior means and log-variances (VAE)."""
+        request = latent_pb2.EncodeRequest(model=model, images=[requests.image(item) for item in images])
+        return Encodings.from_proto(self._unary(self._latent.Encode, request, timeout))
+
+    def decode(
+        self, latents: Sequence[Sequence[float]] | np.ndarray, *, model: str = "", timeout: float | None = None
+    ) -> LatentImages:
+        """Latent points (rows of a (count, dim) array) → images."""
+        request = latent_pb2.DecodeRequest(model=model, latents=requests.vectors(latents))
+        return LatentImages.from_proto(self._unary(self._latent.Decode, request, timeout))
+
+    def interpolate(
+        self,
+        start: requests.PointInput,
+        end: requests.PointInput,
+        *,
+        steps: int = 0,
+        method: str = "",
+        model: str = "",
+        timeout: float | None = None,
+    ) -> LatentImages:
+        """Frames of a walk between two points (vectors or images); method "slerp" (default) or "lerp"."""
+        request = latent_pb2.InterpolateRequest(
+            model=model,
+            start=requests.point(start, "start"),
+            end=requests.point(end, "end"),
+            steps=steps,
+            method=requests.interpolation_method(method),
+        )
+        return LatentImages.from_proto(self._unary(self._latent.Interpolate, request, timeout))
+
+    def manifold(
+        self, *, model: str = "", grid_size: int = 0, quantile: float = 0.0, timeout: float | None = None
+    ) -> Manifold:
+        """The decoded grid over a 2-d latent space."""
+        request = latent_pb2.ManifoldRequest(model=model, grid_size=grid_size, quantile=quantile)
+        return Manifold.from_proto(self._unary(self._latent.Manifold, request, timeout))
+
+    def arithmetic(
+        self,
+        a: requests.PointInput,
+        b: requests.PointInput,
+        c: requests.PointInput,
+        *,
+        model: str = "",
+        timeout: float | None = None,
+    ) -> LatentImages:
+        """a − b + c in latent space, decoded."""
+        request = latent_pb2.ArithmeticRequest(
+            model=model, a=requests.point(a, "a"), b=requests.point(b, "b"), c=requests.point(c, "c")
+        )
+        return LatentImages.from_proto(self._unary(self._latent.Arithmetic, request, timeout))
+
+    def create_concept(
+        self,
+        name: str,
+        positives: Sequence[ImageInput],
+        negatives: Sequence[ImageInput],
+        *,
+        model: str = "",
+        description: str = "",
+        timeout: float | None = None,
+    ) -> Concept:
+        """A concept vector of the caller's own: mean latent of the positives minus the negatives'."""
+        request = latent_pb2.CreateConceptRequest(
+            model=model,
+            name=name,
+            description=description,
+            positives=[requests.image(item, "positives") for item in positives],
+            negatives=[requests.image(item, "negatives") for item in negatives],
+        )
+        return Concept.from_proto(self._unary(self._latent.CreateConcept, request, timeout))
+
+    def list_concepts(self, *, model: str = "", timeout: float | None = None) -> list[Concept]:
+        request = latent_pb2.ListConceptsRequest(model=model)
+        reply = self._unary(self._latent.ListConcepts, request, timeout, retry=True)
+        return [Concept.from_proto(item) for item in reply.concepts]
+
+    def delete_concept(self, name: str, *, model: str = "", timeout: float | None = None) -> Concept:
+        request = latent_pb2.DeleteConceptRequest(model=model, name=name)
+        return Concept.from_proto(self._unary(self._latent.DeleteConcept, request, timeout))
+
+    def apply_concept(
+        self,
+        concept: str,
+        point: requests.PointInput,
+        *,
+        strengths: Sequence[float] = (),
+        model: str = "",
+        timeout: float | None = None,
+    ) -> LatentImages:
+        """One image per strength: point + strength × concept vector."""
+        request = latent_pb2.ApplyConceptRequest(
+            model=model, concept=concept, point=requests.point(point, "point"), strengths=list(strengths)
+        )
+        return LatentImages.from_proto(self._unary(self._latent.ApplyConcept, request, timeout))
+
+    # --- models ---------------------------------------------------------------------------------
+
+    def list_models(self, family: str = "", *, timeout: float | None = None) -> list[ModelInfo]:
+        """Every served model, or those of one family ("text", "vision", "latent")."""
+        reply = self._unary(self._models.ListModels, models_pb2.ListModelsRequest(family=family), timeout, True)
+        return [ModelInfo.from_proto(item) for item in reply.models]
+
+    def describe_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
+        reply = self._unary(self._models.DescribeModel, models_pb2.DescribeModelRequest(name=name), timeout, True)
+        return ModelInfo.from_proto(reply)
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def submit_style_transfer(
+        self,
+        content: ImageInput,
+        styles: requests.StylesInput,
+        *,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+        **options: Unpack[requests.StyleOptions],
+    ) -> Job:
+        """Queue a style transfer as a durable job (state "queued"). With an idempotency key a
+        repeated submit returns the first job, so only then is the submit retried."""
+        request = requests.submit_request(content, styles, options, idempotency_key)
+        return Job.from_proto(self._unary(self._jobs.SubmitStyleTransfer, request, timeout, bool(idempotency_key)))
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        return Job.from_proto(self._unary(self._jobs.GetJob, jobs_pb2.GetJobRequest(id=job_id), timeout, True))
+
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Cancel a queued or running job (a finished one is returned unchanged, so this is retried)."""
+        return Job.from_proto(self._unary(self._jobs.CancelJob, jobs_pb2.CancelJobRequest(id=job_id), timeout, True))
+
+    def list_jobs(
+        self, *, state: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> JobPage:
+        """One page of the caller's jobs, newest first (state: "queued", "running", ... or "" for all)."""
+        request = jobs_pb2.ListJobsRequest(state=requests.job_state(state), page_size=page_size, page_token=page_token)
+        return JobPage.from_proto(self._unary(self._jobs.ListJobs, request, timeout, True))
+
+    def get_job_result(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        """The image of a succeeded job (FailedPrecondition otherwise)."""
+        request = jobs_pb2.GetJobResultRequest(id=job_id)
+        return JobResult.from_proto(self._unary(self._jobs.GetJobResult, request, timeout, True))
+
+    def watch_job(
+        self,
+        job_id: str,
+        *,
+        after: str = "",
+        timeout: float | None = None,
+        on_reconnect: ReconnectHook | None = None,
+    ) -> Iterator[JobEvent]:
+        """The job's events after `after` (all when ""), then live ones; ends after the terminal event.
+
+        A stream that breaks (UNAVAILABLE: connection reset, gateway restart) is reopened after the
+        last event delivered, so no event is missed or repeated; up to `retry.attempts` reconnects
+        in a row. If the history ends without a terminal event while the job's record is terminal
+        (its events were trimmed), a closing event made from the record (event_id "") ends it.
+        `timeout` bounds each stream (none by default: a job may run for hours).
+        """
+        last = after
+        failures = 0
+        while True:
+            call = self._jobs.WatchJob(
+                jobs_pb2.WatchJobRequest(id=job_id, after_event_id=last), timeout=timeout, metadata=self._metadata
+            )
+            try:
+                for message in call:
+                    failures = 0
+                    event = JobEvent.from_proto(message)
+                    last = event.event_id or last
+                    yield event
+                    if event.terminal:
+                        return
+                job = self.get_job(job_id)
+                if job.terminal:
+                    yield JobEvent.closing(job)
+                    return
+                reason = "stream ended early"
+                if failures >= self.retry.attempts:
+                    raise Unavailable(f"the watch stream of job {job_id} keeps ending before the job does")
+            except grpc.RpcError as error:
+                if status_of(error) != grpc.StatusCode.UNAVAILABLE or failures >= self.retry.attempts:
+                    raise error_from(error) from None
+                reason = f"stream lost ({error_from(error).message})"
+            finally:
+                call.cancel()
+            failures += 1
+            if on_reconnect is not None:
+                on_reconnect(reason, failures, self.retry.attempts)
+            self._pause(self.retry.backoff(failures))
+
+
+def _final(events: Iterator[DreamProgress] | Iterator[StyleProgress], rpc: str) -> ImageResult:
+    with contextlib.closing(events):  # type: ignore[type-var]
+        for event in events:
+            if event.result is not None:
+                return event.result
+    raise GenserveClientError(f"the {rpc} stream ended without a result", code="INTERNAL")
