@@ -85,6 +85,12 @@ def test_the_text_service_grpc_side_never_imports_torch() -> None:
     assert "genserve.text.engine" not in loaded and "genserve.text.decode_process" not in loaded
 
 
+def test_the_client_imports_only_common_and_never_torch() -> None:
+    loaded = imported_by(modules_of("client"))
+    assert genserve_outside(loaded, ("genserve.common", "genserve.client")) == []
+    assert "torch" not in loaded
+
+
 def test_the_rules_see_a_violation() -> None:
     """The checks above would fail: importing a family's torch modules shows torch and the family."""
     loaded = imported_by(["genserve.jobs.worker"])

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from genserve.client import Client
-from genserve.common.processes import PrivateRedis, ServerProcess
+from genserve.common.processes import PrivateRedis
+from genserve.testing import ServerProcess
 from tests.conftest import TEST_TEXT_ENV, start_role
 from tests.jobs.conftest import WORKER_ENV
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -15,7 +14,7 @@ from PIL import Image
 from genserve.testing import JobStack
 from genserve.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, vision_pb2
 from genserve.vision.samples import sample_image
-from tests.conftest import MODEL_STORE, ROOT
+from tests.conftest import MODEL_STORE, ROOT, wait_for
 
 ALICE, BOB = ("authorization", "Bearer alice-key"), ("authorization", "Bearer bob-key")
 API_KEYS = {"alice": "alice-key", "bob": "bob-key"}
@@ -89,10 +88,12 @@ def events(
 
 def wait_for_step(jobs: jobs_pb2_grpc.JobServiceStub, job_id: str, step: int, timeout: float = 60) -> int:
     """Block until the job reports at least `step`; returns the step reported."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.GetJob(jobs_pb2.GetJobRequest(id=job_id), timeout=5, metadata=[ALICE])
-        if job.step >= step:
-            return job.step
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not reach step {step} in {timeout}s")
+    seen = 0
+
+    def reached() -> bool:
+        nonlocal seen
+        seen = jobs.GetJob(jobs_pb2.GetJobRequest(id=job_id), timeout=5, metadata=[ALICE]).step
+        return seen >= step
+
+    assert wait_for(reached, timeout), f"job {job_id} did not reach step {step} in {timeout}s (at {seen})"
+    return seen

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from genserve.client.errors import InvalidArgument
 
@@ -47,16 +47,7 @@ class ImageResult:
 
     @classmethod
     def from_proto(cls, message: common_pb2.Image) -> ImageResult:
-        data = bytes(message.data)
-        width, height = message.width, message.height
-        if data and not (width and height):
-            # Some answers (job results, job previews) leave the size unset: the header has it.
-            try:
-                with Image.open(io.BytesIO(data)) as header:
-                    width, height = header.size
-            except (UnidentifiedImageError, OSError):
-                pass  # not an image after all: the size stays unknown (0x0), the bytes are kept
-        return cls(data, width, height)
+        return cls(bytes(message.data), message.width, message.height)
 
     def image(self) -> Image.Image:
         """Decoded as a PIL image (loaded, so the bytes may go)."""

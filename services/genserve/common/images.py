@@ -135,3 +135,10 @@ def encode_png(image: Image.Image | torch.Tensor) -> bytes:
 def image_message(image: EncodedImage) -> common_pb2.Image:
     """The protobuf form of an encoded image, as every reply carries it."""
     return common_pb2.Image(data=image.data, mime_type=image.mime_type, width=image.width, height=image.height)
+
+
+def stored_png_message(data: bytes) -> common_pb2.Image:
+    """The protobuf form of a PNG this service made and stored earlier; its size read from the header."""
+    with Image.open(io.BytesIO(data)) as header:  # the header only: nothing is decoded
+        width, height = header.size
+    return image_message(EncodedImage(data, width, height))

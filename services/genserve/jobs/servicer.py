@@ -15,13 +15,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from genserve.common.caller import current_principal
 from genserve.common.config import ImageSettings, JobSettings
 from genserve.common.errors import InvalidArgument
-from genserve.common.images import ImageLimits, decode_image
+from genserve.common.images import ImageLimits, decode_image, stored_png_message
 from genserve.common.metrics import Metrics
 from genserve.common.seeds import fresh_seed
 from genserve.common.style_request import StyleParams, StyleRequest, params_to_json, parse_style_request
 from genserve.jobs.queue import JobQueue, NewJob
 from genserve.jobs.records import STATES, JobEventRecord, JobRecord
-from genserve.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, vision_pb2
+from genserve.v1 import jobs_pb2, jobs_pb2_grpc, vision_pb2
 
 MAX_IDEMPOTENCY_KEY = 128
 MAX_PAGE_SIZE = 100
@@ -83,7 +83,7 @@ def event_message(job_id: str, event: JobEventRecord) -> jobs_pb2.JobEvent:
         error=event.error,
     )
     if event.preview is not None:
-        message.preview.CopyFrom(common_pb2.Image(data=event.preview, mime_type="image/png"))
+        message.preview.CopyFrom(stored_png_message(event.preview))
     return message
 
 
@@ -146,7 +146,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.JobResult:
         record, data = await self.queue.result(request.id, current_principal.get())
         return jobs_pb2.JobResult(
-            id=record.id, image=common_pb2.Image(data=data, mime_type="image/png"), losses=_losses(record.losses)
+            id=record.id, image=stored_png_message(data), losses=_losses(record.losses)
         )
 
     async def ListJobs(
