@@ -99,9 +99,12 @@ def test_same_seed_same_text_and_different_seeds_differ(engine: DecodeEngine) ->
 
 def test_a_request_gives_the_same_text_alone_or_in_a_busy_batch(engine: DecodeEngine) -> None:
     alone = finished(submit(engine, seeds=(5,), max_tokens=40)[1]).text()
-    crowd = [submit(engine, prompt="j\nj", seeds=(s, s + 1), max_tokens=25) for s in range(3)]
-    assert wait_for(lambda: engine.active_rows == 6, timeout=5)  # the request joins a batch already running
+    # The crowd decodes far longer than the request below, so that one joins a batch already running
+    # and leaves it while the crowd still decodes.
+    crowd = [submit(engine, prompt="j\nj", seeds=(s, s + 1), max_tokens=1000) for s in range(3)]
+    assert wait_for(lambda: engine.active_rows == 6, timeout=5)
     joined = finished(submit(engine, seeds=(5,), max_tokens=40)[1]).text()
+    assert not any(collector.done.is_set() for _, collector in crowd), "the crowd was still in the batch"
     for _, collector in crowd:
         finished(collector)
     assert joined == alone
