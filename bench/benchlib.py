@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_STORE = ROOT / "model_store"
 # The one caller of the job benchmarks' stacks (genserve.testing.JobStack): its key is in `stack.metadata`.
 API_KEYS = {"bench": "bench-key"}
+KIND = jobs_pb2.JobEventKind
+STATE = jobs_pb2.JobState
+RPC_TIMEOUT = 30.0  # seconds for each call the job benchmarks make
 
 
 def rounded(value: object) -> object:

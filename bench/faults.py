@@ -45,7 +45,10 @@ from dataclasses import dataclass, field
 import grpc
 from benchlib import (
     API_KEYS,
+    KIND,
     MODEL_STORE,
+    RPC_TIMEOUT,
+    STATE,
     is_terminal,
     median,
     pid_of_consumer,
@@ -58,10 +61,6 @@ from genserve.common.processes import StartError
 from genserve.jobs.records import ACTIVE, job_key, text_of
 from genserve.testing import JobStack, ServerProcess
 from genserve.v1 import jobs_pb2, jobs_pb2_grpc
-
-KIND = jobs_pb2.JobEventKind
-STATE = jobs_pb2.JobState
-RPC_TIMEOUT = 30.0
 
 
 @dataclass

@@ -45,7 +45,10 @@ from collections.abc import Callable
 import grpc
 from benchlib import (
     API_KEYS,
+    KIND,
     MODEL_STORE,
+    RPC_TIMEOUT,
+    STATE,
     is_terminal,
     median,
     percentile,
@@ -59,11 +62,8 @@ from genserve.jobs.records import ACTIVE, job_key, text_of
 from genserve.testing import JobStack, ServerProcess
 from genserve.v1 import jobs_pb2, jobs_pb2_grpc
 
-KIND = jobs_pb2.JobEventKind
-STATE = jobs_pb2.JobState
 LONG_STEPS = 300
 KILL_AT_STEP = 25
-RPC_TIMEOUT = 30.0
 
 
 def attempts_started(worker: ServerProcess) -> float:

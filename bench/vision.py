@@ -30,7 +30,7 @@ from genserve.common.images import to_tensor
 from genserve.common.model_store import ModelStore
 from genserve.common.style_request import StyleParams
 from genserve.vision.backbones import EfficientNetLite0, VGG16Features
-from genserve.vision.dream import DreamParams, dream
+from genserve.vision.dream import DreamParams, dream, validate
 from genserve.vision.fast_copies import channels_last_copy
 from genserve.vision.samples import sample_image
 from genserve.vision.style import StyleTransfer
@@ -171,8 +171,12 @@ def main() -> None:
 
     side = plan.dream_size
     image = to_tensor(photo.resize((side, side)))
-    params = DreamParams(octaves=plan.dream_octaves, steps_per_octave=plan.dream_steps, seed=0)
-    dream(lite, to_tensor(photo.resize((96, 96))), DreamParams(octaves=1, steps_per_octave=2))  # warm-up
+    # Checked as the service checks a request (the backbone's default layers filled in).
+    params = validate(
+        DreamParams(octaves=plan.dream_octaves, steps_per_octave=plan.dream_steps), lite.architecture, lite.layer_names
+    )
+    warm_up = validate(DreamParams(octaves=1, steps_per_octave=2), lite.architecture, lite.layer_names)
+    dream(lite, to_tensor(photo.resize((96, 96))), warm_up)
     dream_seconds = median_seconds(lambda: dream(lite, image, params), max(1, repeats // 2 + 1))
     figures["dream_320_3x20_s"] = dream_seconds
     print(

@@ -29,11 +29,16 @@ def photo() -> torch.Tensor:
     return to_rgb_tensor(sample_image("chelsea", PACKAGE_CACHE).resize((96, 64)))
 
 
+def checked(backbone: Backbone, params: DreamParams) -> DreamParams:
+    """`params` as the service hands them to `dream`: validated for the backbone, its layers filled in."""
+    return validate(params, backbone.architecture, backbone.layer_names)
+
+
 def record(
     backbone: Backbone, image: torch.Tensor, params: DreamParams, guide: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, list[DreamProgress]]:
     seen: list[DreamProgress] = []
-    result = dream(backbone, image, params, guide, lambda progress, current: seen.append(progress))
+    result = dream(backbone, image, checked(backbone, params), guide, lambda progress, current: seen.append(progress))
     return result, seen
 
 
@@ -55,7 +60,7 @@ def test_the_objective_climbs_and_the_image_changes(
 
 
 def test_same_seed_same_dream_and_the_jitter_follows_the_seed(lite0: EfficientNetLite0, photo: torch.Tensor) -> None:
-    params = DreamParams(octaves=1, steps_per_octave=4, jitter=8, seed=11)
+    params = checked(lite0, DreamParams(octaves=1, steps_per_octave=4, jitter=8, seed=11))
     first = dream(lite0, photo, params)
     assert torch.equal(first, dream(lite0, photo, params))
     assert not torch.equal(first, dream(lite0, photo, dataclasses.replace(params, seed=12)))
@@ -75,7 +80,7 @@ def test_a_guide_pulls_the_dream_towards_its_features(lite0: EfficientNetLite0, 
     params = DreamParams(octaves=1, steps_per_octave=8)
     guided, seen = record(lite0, photo, params, guide)
     assert seen[-1].loss > seen[0].loss  # the guided objective (best-match similarity) rises
-    assert not torch.equal(guided, dream(lite0, photo, params))  # and it is another dream than the plain one
+    assert not torch.equal(guided, dream(lite0, photo, checked(lite0, params)))  # another dream than the plain one
 
 
 def test_a_raising_callback_stops_the_dream_at_that_step(lite0: EfficientNetLite0, photo: torch.Tensor) -> None:
@@ -87,7 +92,7 @@ def test_a_raising_callback_stops_the_dream_at_that_step(lite0: EfficientNetLite
             raise TimeoutError("deadline")
 
     with pytest.raises(TimeoutError):
-        dream(lite0, photo, DreamParams(octaves=2, steps_per_octave=10), on_step=cancel_after_three)
+        dream(lite0, photo, checked(lite0, DreamParams(octaves=2, steps_per_octave=10)), on_step=cancel_after_three)
     assert taken == [1, 2, 3]
 
 
@@ -96,7 +101,7 @@ def test_previews_come_at_full_size(lite0: EfficientNetLite0, photo: torch.Tenso
     dream(
         lite0,
         photo,
-        DreamParams(octaves=3, steps_per_octave=1),
+        checked(lite0, DreamParams(octaves=3, steps_per_octave=1)),
         on_step=lambda p, current: shapes.append(current().shape),
     )
     assert shapes == [photo.shape] * 3
@@ -153,6 +158,7 @@ def test_bad_params_name_the_field_and_range(
 
 def test_images_must_be_rgb_batches_of_one(lite0: EfficientNetLite0) -> None:
     with pytest.raises(InvalidArgument, match="image must be a float RGB tensor"):
-        dream(lite0, torch.rand(1, 4, 16, 16), DreamParams(octaves=1, steps_per_octave=1))
+        dream(lite0, torch.rand(1, 4, 16, 16), checked(lite0, DreamParams(octaves=1, steps_per_octave=1)))
     with pytest.raises(InvalidArgument, match="guide must be a float RGB tensor"):
-        dream(lite0, torch.rand(1, 3, 16, 16), DreamParams(octaves=1, steps_per_octave=1), torch.rand(3, 16, 16))
+        params = checked(lite0, DreamParams(octaves=1, steps_per_octave=1))
+        dream(lite0, torch.rand(1, 3, 16, 16), params, torch.rand(3, 16, 16))

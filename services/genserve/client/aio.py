@@ -18,24 +18,9 @@ from typing import Any, Unpack
 import grpc
 import numpy as np
 
-from genserve.client import requests
+from genserve.client import requests, results
 from genserve.client.errors import GenserveClientError, Unavailable, error_from, status_of
 from genserve.client.images import ImageInput, ImageResult
-from genserve.client.results import (
-    Concept,
-    DreamProgress,
-    Encodings,
-    Generation,
-    Job,
-    JobEvent,
-    JobPage,
-    JobResult,
-    LatentImages,
-    Manifold,
-    ModelInfo,
-    StyleProgress,
-    TextPiece,
-)
 from genserve.client.settings import CHANNEL_OPTIONS, ReconnectHook, Retry, check_credentials, key_metadata
 from genserve.v1 import (
     jobs_pb2,
@@ -128,28 +113,28 @@ class AsyncClient:
 
     async def generate(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[requests.GenerateOptions]
-    ) -> Generation:
+    ) -> results.Generation:
         """Every requested completion of `prompt`, returned together."""
         request = requests.generate_request(prompt, options)
-        return Generation.from_proto(await self._unary(self._text.Generate, request, timeout))
+        return results.Generation.from_proto(await self._unary(self._text.Generate, request, timeout))
 
     async def generate_stream(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[requests.GenerateOptions]
-    ) -> AsyncIterator[TextPiece]:
+    ) -> AsyncIterator[results.TextPiece]:
         """Pieces of text as they are sampled (`piece.text`); several completions interleave by `index`."""
         request = requests.generate_request(prompt, options)
         async for message in self._stream(self._text.GenerateStream, request, timeout):
-            yield TextPiece.from_proto(message)
+            yield results.TextPiece.from_proto(message)
 
     # --- vision ---------------------------------------------------------------------------------
 
     async def dream_stream(
         self, image: ImageInput, *, timeout: float | None = None, **options: Unpack[requests.DreamOptions]
-    ) -> AsyncIterator[DreamProgress]:
+    ) -> AsyncIterator[results.DreamProgress]:
         """DeepDream progress events; the last one carries `result`."""
         request = requests.dream_request(image, options)
         async for message in self._stream(self._vision.Dream, request, timeout):
-            yield DreamProgress.from_proto(message)
+            yield results.DreamProgress.from_proto(message)
 
     async def dream(
         self, image: ImageInput, *, timeout: float | None = None, **options: Unpack[requests.DreamOptions]
@@ -164,11 +149,11 @@ class AsyncClient:
         *,
         timeout: float | None = None,
         **options: Unpack[requests.StyleOptions],
-    ) -> AsyncIterator[StyleProgress]:
+    ) -> AsyncIterator[results.StyleProgress]:
         """A small synchronous style transfer's progress events; the last one carries `result`."""
         request = requests.style_transfer_request(content, styles, options)
         async for message in self._stream(self._vision.StylePreview, request, timeout):
-            yield StyleProgress.from_proto(message)
+            yield results.StyleProgress.from_proto(message)
 
     async def style_preview(
         self,
@@ -193,24 +178,26 @@ class AsyncClient:
         truncation: float = 0.0,
         return_latents: bool = False,
         timeout: float | None = None,
-    ) -> LatentImages:
+    ) -> results.LatentImages:
         """`n` new images from a latent model's prior (with their latents when asked)."""
         request = latent_pb2.SampleRequest(
             model=model, n=n, seed=seed, temperature=temperature, truncation=truncation, return_latents=return_latents
         )
-        return LatentImages.from_proto(await self._unary(self._latent.Sample, request, timeout))
+        return results.LatentImages.from_proto(await self._unary(self._latent.Sample, request, timeout))
 
-    async def encode(self, images: Sequence[ImageInput], *, model: str = "", timeout: float | None = None) -> Encodings:
+    async def encode(
+        self, images: Sequence[ImageInput], *, model: str = "", timeout: float | None = None
+    ) -> results.Encodings:
         """Images → posterior means and log-variances (VAE)."""
         request = latent_pb2.EncodeRequest(model=model, images=[requests.image(item) for item in images])
-        return Encodings.from_proto(await self._unary(self._latent.Encode, request, timeout))
+        return results.Encodings.from_proto(await self._unary(self._latent.Encode, request, timeout))
 
     async def decode(
         self, latents: Sequence[Sequence[float]] | np.ndarray, *, model: str = "", timeout: float | None = None
-    ) -> LatentImages:
+    ) -> results.LatentImages:
         """Latent points (rows of a (count, dim) array) → images."""
         request = latent_pb2.DecodeRequest(model=model, latents=requests.vectors(latents))
-        return LatentImages.from_proto(await self._unary(self._latent.Decode, request, timeout))
+        return results.LatentImages.from_proto(await self._unary(self._latent.Decode, request, timeout))
 
     async def interpolate(
         self,
@@ -221,7 +208,7 @@ class AsyncClient:
         method: str = "",
         model: str = "",
         timeout: float | None = None,
-    ) -> LatentImages:
+    ) -> results.LatentImages:
         """Frames of a walk between two points (vectors or images); method "slerp" (default) or "lerp"."""
         request = latent_pb2.InterpolateRequest(
             model=model,
@@ -230,14 +217,14 @@ class AsyncClient:
             steps=steps,
             method=requests.interpolation_method(method),
         )
-        return LatentImages.from_proto(await self._unary(self._latent.Interpolate, request, timeout))
+        return results.LatentImages.from_proto(await self._unary(self._latent.Interpolate, request, timeout))
 
     async def manifold(
         self, *, model: str = "", grid_size: int = 0, quantile: float = 0.0, timeout: float | None = None
-    ) -> Manifold:
+    ) -> results.Manifold:
         """The decoded grid over a 2-d latent space."""
         request = latent_pb2.ManifoldRequest(model=model, grid_size=grid_size, quantile=quantile)
-        return Manifold.from_proto(await self._unary(self._latent.Manifold, request, timeout))
+        return results.Manifold.from_proto(await self._unary(self._latent.Manifold, request, timeout))
 
     async def arithmetic(
         self,
@@ -247,12 +234,12 @@ class AsyncClient:
         *,
         model: str = "",
         timeout: float | None = None,
-    ) -> LatentImages:
+    ) -> results.LatentImages:
         """a − b + c in latent space, decoded."""
         request = latent_pb2.ArithmeticRequest(
             model=model, a=requests.point(a, "a"), b=requests.point(b, "b"), c=requests.point(c, "c")
         )
-        return LatentImages.from_proto(await self._unary(self._latent.Arithmetic, request, timeout))
+        return results.LatentImages.from_proto(await self._unary(self._latent.Arithmetic, request, timeout))
 
     async def create_concept(
         self,
@@ -263,7 +250,7 @@ class AsyncClient:
         model: str = "",
         description: str = "",
         timeout: float | None = None,
-    ) -> Concept:
+    ) -> results.Concept:
         """A concept vector of the caller's own: mean latent of the positives minus the negatives'."""
         request = latent_pb2.CreateConceptRequest(
             model=model,
@@ -272,16 +259,16 @@ class AsyncClient:
             positives=[requests.image(item, "positives") for item in positives],
             negatives=[requests.image(item, "negatives") for item in negatives],
         )
-        return Concept.from_proto(await self._unary(self._latent.CreateConcept, request, timeout))
+        return results.Concept.from_proto(await self._unary(self._latent.CreateConcept, request, timeout))
 
-    async def list_concepts(self, *, model: str = "", timeout: float | None = None) -> list[Concept]:
+    async def list_concepts(self, *, model: str = "", timeout: float | None = None) -> list[results.Concept]:
         request = latent_pb2.ListConceptsRequest(model=model)
         reply = await self._unary(self._latent.ListConcepts, request, timeout, retry=True)
-        return [Concept.from_proto(item) for item in reply.concepts]
+        return [results.Concept.from_proto(item) for item in reply.concepts]
 
-    async def delete_concept(self, name: str, *, model: str = "", timeout: float | None = None) -> Concept:
+    async def delete_concept(self, name: str, *, model: str = "", timeout: float | None = None) -> results.Concept:
         request = latent_pb2.DeleteConceptRequest(model=model, name=name)
-        return Concept.from_proto(await self._unary(self._latent.DeleteConcept, request, timeout))
+        return results.Concept.from_proto(await self._unary(self._latent.DeleteConcept, request, timeout))
 
     async def apply_concept(
         self,
@@ -291,23 +278,23 @@ class AsyncClient:
         strengths: Sequence[float] = (),
         model: str = "",
         timeout: float | None = None,
-    ) -> LatentImages:
+    ) -> results.LatentImages:
         """One image per strength: point + strength × concept vector."""
         request = latent_pb2.ApplyConceptRequest(
             model=model, concept=concept, point=requests.point(point, "point"), strengths=list(strengths)
         )
-        return LatentImages.from_proto(await self._unary(self._latent.ApplyConcept, request, timeout))
+        return results.LatentImages.from_proto(await self._unary(self._latent.ApplyConcept, request, timeout))
 
     # --- models ---------------------------------------------------------------------------------
 
-    async def list_models(self, family: str = "", *, timeout: float | None = None) -> list[ModelInfo]:
+    async def list_models(self, family: str = "", *, timeout: float | None = None) -> list[results.ModelInfo]:
         """Every served model, or those of one family ("text", "vision", "latent")."""
         reply = await self._unary(self._models.ListModels, models_pb2.ListModelsRequest(family=family), timeout, True)
-        return [ModelInfo.from_proto(item) for item in reply.models]
+        return [results.ModelInfo.from_proto(item) for item in reply.models]
 
-    async def describe_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
+    async def describe_model(self, name: str, *, timeout: float | None = None) -> results.ModelInfo:
         reply = await self._unary(self._models.DescribeModel, models_pb2.DescribeModelRequest(name=name), timeout, True)
-        return ModelInfo.from_proto(reply)
+        return results.ModelInfo.from_proto(reply)
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -319,34 +306,36 @@ class AsyncClient:
         idempotency_key: str = "",
         timeout: float | None = None,
         **options: Unpack[requests.StyleOptions],
-    ) -> Job:
+    ) -> results.Job:
         """Queue a style transfer as a durable job (state "queued"). With an idempotency key a
         repeated submit returns the first job, so only then is the submit retried."""
         request = requests.submit_request(content, styles, options, idempotency_key)
-        return Job.from_proto(
+        return results.Job.from_proto(
             await self._unary(self._jobs.SubmitStyleTransfer, request, timeout, bool(idempotency_key))
         )
 
-    async def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
-        return Job.from_proto(await self._unary(self._jobs.GetJob, jobs_pb2.GetJobRequest(id=job_id), timeout, True))
+    async def get_job(self, job_id: str, *, timeout: float | None = None) -> results.Job:
+        return results.Job.from_proto(
+            await self._unary(self._jobs.GetJob, jobs_pb2.GetJobRequest(id=job_id), timeout, True)
+        )
 
-    async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+    async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> results.Job:
         """Cancel a queued or running job (a finished one is returned unchanged, so this is retried)."""
-        return Job.from_proto(
+        return results.Job.from_proto(
             await self._unary(self._jobs.CancelJob, jobs_pb2.CancelJobRequest(id=job_id), timeout, True)
         )
 
     async def list_jobs(
         self, *, state: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
-    ) -> JobPage:
+    ) -> results.JobPage:
         """One page of the caller's jobs, newest first (state: "queued", "running", ... or "" for all)."""
         request = jobs_pb2.ListJobsRequest(state=requests.job_state(state), page_size=page_size, page_token=page_token)
-        return JobPage.from_proto(await self._unary(self._jobs.ListJobs, request, timeout, True))
+        return results.JobPage.from_proto(await self._unary(self._jobs.ListJobs, request, timeout, True))
 
-    async def get_job_result(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+    async def get_job_result(self, job_id: str, *, timeout: float | None = None) -> results.JobResult:
         """The image of a succeeded job (FailedPrecondition otherwise)."""
         request = jobs_pb2.GetJobResultRequest(id=job_id)
-        return JobResult.from_proto(await self._unary(self._jobs.GetJobResult, request, timeout, True))
+        return results.JobResult.from_proto(await self._unary(self._jobs.GetJobResult, request, timeout, True))
 
     async def watch_job(
         self,
@@ -355,7 +344,7 @@ class AsyncClient:
         after: str = "",
         timeout: float | None = None,
         on_reconnect: ReconnectHook | None = None,
-    ) -> AsyncIterator[JobEvent]:
+    ) -> AsyncIterator[results.JobEvent]:
         """The job's events after `after` (all when ""), then live ones; ends after the terminal event.
 
         A stream that breaks (UNAVAILABLE: connection reset, gateway restart) is reopened after the
@@ -373,14 +362,14 @@ class AsyncClient:
             try:
                 async for message in call:
                     failures = 0
-                    event = JobEvent.from_proto(message)
+                    event = results.JobEvent.from_proto(message)
                     last = event.event_id or last
                     yield event
                     if event.terminal:
                         return
                 job = await self.get_job(job_id)
                 if job.terminal:
-                    yield JobEvent.closing(job)
+                    yield results.JobEvent.closing(job)
                     return
                 reason = "stream ended early"
                 if failures >= self.retry.attempts:
@@ -397,7 +386,9 @@ class AsyncClient:
             await self._pause(self.retry.backoff(failures))
 
 
-async def _final(events: AsyncIterator[DreamProgress] | AsyncIterator[StyleProgress], rpc: str) -> ImageResult:
+async def _final(
+    events: AsyncIterator[results.DreamProgress] | AsyncIterator[results.StyleProgress], rpc: str
+) -> ImageResult:
     try:
         async for event in events:
             if event.result is not None:

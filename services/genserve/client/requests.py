@@ -7,7 +7,7 @@ are the service's to check, so they are stated in one place.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -102,51 +102,46 @@ def layer_weights(layers: LayersInput | None) -> list[common_pb2.LayerWeight]:
     return [common_pb2.LayerWeight(layer=name, weight=weight) for name, weight in weighted]
 
 
-def generate_request(prompt: str, options: GenerateOptions) -> text_pb2.GenerateRequest:
-    sampling = text_pb2.SamplingParams(
-        top_k=options.get("top_k", 0),
-        min_p=options.get("min_p", 0.0),
-        presence_penalty=options.get("presence_penalty", 0.0),
-        frequency_penalty=options.get("frequency_penalty", 0.0),
-    )
-    for name in ("temperature", "top_p", "repetition_penalty"):
+Message = TypeVar("Message")
+
+
+def _message(
+    kind: type[Message], options: Mapping[str, Any], plain: Sequence[str], given: Sequence[str] = (), **converted: Any
+) -> Message:
+    """A `kind` protobuf with the `converted` fields; the `plain` fields `options` has (absent ones
+    keep the protobuf default, 0 / "" / false, which the service reads as its own default); and
+    the optional (presence-tracked) `given` fields, set when not None, so 0.0 is sent as a value."""
+    message = kind(**converted, **{name: options[name] for name in plain if name in options})
+    for name in given:
         if options.get(name) is not None:
-            setattr(sampling, name, options[name])  # type: ignore[literal-required]
-    request = text_pb2.GenerateRequest(
-        prompt=prompt,
-        model=options.get("model", ""),
-        max_tokens=options.get("max_tokens", 0),
-        sampling=sampling,
-        stop=list(options.get("stop", ())),
-        n=options.get("n", 0),
-        logprobs=options.get("logprobs", False),
-        top_logprobs=options.get("top_logprobs", 0),
-        temperatures=list(options.get("temperatures", ())),
+            setattr(message, name, options[name])
+    return message
+
+
+def generate_request(prompt: str, options: GenerateOptions) -> text_pb2.GenerateRequest:
+    plain_sampling = ("top_k", "min_p", "presence_penalty", "frequency_penalty")
+    sampling = _message(
+        text_pb2.SamplingParams, options, plain_sampling, ("temperature", "top_p", "repetition_penalty")
     )
-    if options.get("seed") is not None:
-        request.seed = options["seed"]
-    return request
+    plain = ("model", "max_tokens", "stop", "n", "logprobs", "top_logprobs", "temperatures")
+    return _message(text_pb2.GenerateRequest, options, plain, ("seed",), prompt=prompt, sampling=sampling)
 
 
 def dream_request(photo: ImageInput, options: DreamOptions) -> vision_pb2.DreamRequest:
-    request = vision_pb2.DreamRequest(
-        image=image(photo),
-        backbone=options.get("backbone", ""),
-        layers=layer_weights(options.get("layers")),
-        octaves=options.get("octaves", 0),
-        octave_scale=options.get("octave_scale", 0.0),
-        steps_per_octave=options.get("steps_per_octave", 0),
-        step_size=options.get("step_size", 0.0),
-        jitter=options.get("jitter", 0),
-        preview_every=options.get("preview_every", 0),
-        max_size=options.get("max_size", 0),
+    plain = (
+        "backbone",
+        "octaves",
+        "octave_scale",
+        "steps_per_octave",
+        "step_size",
+        "jitter",
+        "preview_every",
+        "max_size",
     )
-    if options.get("max_loss") is not None:
-        request.max_loss = options["max_loss"]
+    layers = layer_weights(options.get("layers"))
+    request = _message(vision_pb2.DreamRequest, options, plain, ("max_loss", "seed"), image=image(photo), layers=layers)
     if options.get("guide") is not None:
         request.guide.CopyFrom(image(options["guide"], "guide"))
-    if options.get("seed") is not None:
-        request.seed = options["seed"]
     return request
 
 
@@ -166,27 +161,18 @@ def style_transfer_request(
     content: ImageInput, styles: StylesInput, options: StyleOptions
 ) -> vision_pb2.StyleTransferRequest:
     """A weight left unset stays unset (the service default); 0.0 is sent (e.g. pure texture)."""
-    params = vision_pb2.StyleParams(
-        content_layer=options.get("content_layer", ""),
-        style_layers=layer_weights(options.get("style_layers")),
-        optimizer=choice(vision_pb2.StyleOptimizer, "STYLE_OPTIMIZER_", options.get("optimizer", ""), "optimizer"),
-        learning_rate=options.get("learning_rate", 0.0),
-        init=choice(vision_pb2.StyleInit, "STYLE_INIT_", options.get("init", ""), "init"),
-        color=choice(vision_pb2.ColorPreservation, "COLOR_PRESERVATION_", options.get("color", ""), "color"),
-        iterations=options.get("iterations", 0),
-        max_size=options.get("max_size", 0),
-        scales=options.get("scales", 0),
-        preview_every=options.get("preview_every", 0),
-    )
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        if options.get(name) is not None:
-            setattr(params, name, options[name])  # type: ignore[literal-required]
-    request = vision_pb2.StyleTransferRequest(
-        content=image(content, "content"), styles=_style_images(styles), params=params
-    )
-    if options.get("seed") is not None:
-        request.seed = options["seed"]
-    return request
+    enums = {
+        "optimizer": choice(vision_pb2.StyleOptimizer, "STYLE_OPTIMIZER_", options.get("optimizer", ""), "optimizer"),
+        "init": choice(vision_pb2.StyleInit, "STYLE_INIT_", options.get("init", ""), "init"),
+        "color": choice(vision_pb2.ColorPreservation, "COLOR_PRESERVATION_", options.get("color", ""), "color"),
+    }
+    plain = ("content_layer", "learning_rate", "iterations", "max_size", "scales", "preview_every")
+    weights = ("content_weight", "style_weight", "tv_weight")
+    style_layers = layer_weights(options.get("style_layers"))
+    params = _message(vision_pb2.StyleParams, options, plain, weights, style_layers=style_layers, **enums)
+    content_image, style_images = image(content, "content"), _style_images(styles)
+    message = vision_pb2.StyleTransferRequest
+    return _message(message, options, (), ("seed",), content=content_image, styles=style_images, params=params)
 
 
 def submit_request(

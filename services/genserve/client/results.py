@@ -6,15 +6,24 @@ timestamps timezone-aware datetimes (None when unset), latent vectors numpy arra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from genserve.client.images import ImageResult
 from genserve.v1 import jobs_pb2, latent_pb2, models_pb2, text_pb2, vision_pb2
+
+Result = TypeVar("Result")
+
+
+def _copied(cls: type[Result], message: Any, **converted: Any) -> Result:
+    """Dataclass `cls` from `message`: each field takes the message's field of the same name, except
+    the `converted` ones (enums, images, times, repeated fields), given as they should be."""
+    plain = {item.name: getattr(message, item.name) for item in fields(cls) if item.name not in converted}  # type: ignore[arg-type]
+    return cls(**plain, **converted)
 
 
 def _enum_name(enum: Any, value: int, prefix: str) -> str:
@@ -59,6 +68,14 @@ class Token:
         return cls(message.text, message.id, message.logprob, alternatives)
 
 
+def _finish_reason(message: Any) -> str:
+    return _enum_name(text_pb2.FinishReason, message.finish_reason, "FINISH_REASON_")
+
+
+def _tokens(message: Any) -> list[Token]:
+    return [Token.from_proto(token) for token in message.tokens]
+
+
 @dataclass(frozen=True)
 class Completion:
     index: int
@@ -73,15 +90,7 @@ class Completion:
 
     @classmethod
     def from_proto(cls, message: text_pb2.Completion) -> Completion:
-        return cls(
-            index=message.index,
-            text=message.text,
-            temperature=message.temperature,
-            finish_reason=_enum_name(text_pb2.FinishReason, message.finish_reason, "FINISH_REASON_"),
-            completion_tokens=message.completion_tokens,
-            seed=message.seed,
-            tokens=[Token.from_proto(token) for token in message.tokens],
-        )
+        return _copied(cls, message, finish_reason=_finish_reason(message), tokens=_tokens(message))
 
 
 @dataclass(frozen=True)
@@ -125,17 +134,7 @@ class TextPiece:
 
     @classmethod
     def from_proto(cls, message: text_pb2.GenerateStreamResponse) -> TextPiece:
-        return cls(
-            index=message.index,
-            text=message.text,
-            finish_reason=_enum_name(text_pb2.FinishReason, message.finish_reason, "FINISH_REASON_"),
-            temperature=message.temperature,
-            completion_tokens=message.completion_tokens,
-            model=message.model,
-            prompt_tokens=message.prompt_tokens,
-            seed=message.seed,
-            tokens=[Token.from_proto(token) for token in message.tokens],
-        )
+        return _copied(cls, message, finish_reason=_finish_reason(message), tokens=_tokens(message))
 
 
 # --- vision -----------------------------------------------------------------------------------
@@ -157,17 +156,7 @@ class DreamProgress:
 
     @classmethod
     def from_proto(cls, message: vision_pb2.DreamEvent) -> DreamProgress:
-        return cls(
-            octave=message.octave,
-            step=message.step,
-            steps_done=message.steps_done,
-            total_steps=message.total_steps,
-            loss=message.loss,
-            elapsed_seconds=message.elapsed_seconds,
-            seed=message.seed,
-            preview=_image(message, "preview"),
-            result=_image(message, "result"),
-        )
+        return _copied(cls, message, preview=_image(message, "preview"), result=_image(message, "result"))
 
 
 @dataclass(frozen=True)
@@ -202,15 +191,8 @@ class StyleProgress:
 
     @classmethod
     def from_proto(cls, message: vision_pb2.StyleEvent) -> StyleProgress:
-        return cls(
-            step=message.step,
-            total_steps=message.total_steps,
-            losses=_losses(message),
-            elapsed_seconds=message.elapsed_seconds,
-            seed=message.seed,
-            preview=_image(message, "preview"),
-            result=_image(message, "result"),
-        )
+        images = {"preview": _image(message, "preview"), "result": _image(message, "result")}
+        return _copied(cls, message, losses=_losses(message), **images)
 
 
 # --- latent -----------------------------------------------------------------------------------
@@ -273,15 +255,7 @@ class Concept:
 
     @classmethod
     def from_proto(cls, message: latent_pb2.Concept) -> Concept:
-        return cls(
-            message.name,
-            message.model,
-            message.source,
-            message.description,
-            message.norm,
-            message.positives,
-            message.negatives,
-        )
+        return _copied(cls, message)
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -306,21 +280,8 @@ class ModelInfo:
 
     @classmethod
     def from_proto(cls, message: models_pb2.ModelInfo) -> ModelInfo:
-        return cls(
-            name=message.name,
-            version=message.version,
-            family=message.family,
-            architecture=message.architecture,
-            parameter_count=message.parameter_count,
-            device=message.device,
-            is_default=message.is_default,
-            metrics=dict(sorted(message.metrics.items())),
-            data_source=message.data_source,
-            command=message.command,
-            layers=list(message.layers),
-            details=dict(sorted(message.details.items())),
-            sha256=message.sha256,
-        )
+        maps = {"metrics": dict(sorted(message.metrics.items())), "details": dict(sorted(message.details.items()))}
+        return _copied(cls, message, layers=list(message.layers), **maps)
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -376,20 +337,8 @@ class Job:
 
     @classmethod
     def from_proto(cls, message: jobs_pb2.Job) -> Job:
-        return cls(
-            id=message.id,
-            state=JobState.from_proto(message.state),
-            step=message.step,
-            total_steps=message.total_steps,
-            losses=_losses(message),
-            created_at=_time(message, "created_at"),
-            started_at=_time(message, "started_at"),
-            finished_at=_time(message, "finished_at"),
-            attempt=message.attempt,
-            error=message.error,
-            idempotency_key=message.idempotency_key,
-            expires_at=_time(message, "expires_at"),
-        )
+        times = {name: _time(message, name) for name in ("created_at", "started_at", "finished_at", "expires_at")}
+        return _copied(cls, message, state=JobState.from_proto(message.state), losses=_losses(message), **times)
 
 
 @dataclass(frozen=True)
@@ -416,35 +365,22 @@ class JobEvent:
 
     @classmethod
     def from_proto(cls, message: jobs_pb2.JobEvent) -> JobEvent:
-        return cls(
-            event_id=message.event_id,
-            job_id=message.job_id,
+        return _copied(
+            cls,
+            message,
             kind=JobEventKind(_enum_name(jobs_pb2.JobEventKind, message.kind, "JOB_EVENT_KIND_")),
             state=JobState.from_proto(message.state),
-            step=message.step,
-            total_steps=message.total_steps,
             losses=_losses(message),
             preview=_image(message, "preview"),
-            attempt=message.attempt,
             time=_time(message, "time"),
-            error=message.error,
         )
 
     @classmethod
     def closing(cls, job: Job) -> JobEvent:
-        """The terminal event as the job's record tells it (no event id)."""
-        return cls(
-            event_id="",
-            job_id=job.id,
-            kind=JobEventKind.STATE,
-            state=job.state,
-            step=job.step,
-            total_steps=job.total_steps,
-            losses=job.losses,
-            preview=None,
-            attempt=job.attempt,
-            time=job.finished_at,
-            error=job.error,
+        """The terminal event as the job's record tells it (no event id); state, steps, losses,
+        attempt and error are the record's."""
+        return _copied(
+            cls, job, event_id="", job_id=job.id, kind=JobEventKind.STATE, preview=None, time=job.finished_at
         )
 
 

@@ -67,6 +67,11 @@ def checked_option(check: Callable[[], Any]) -> Any:
         raise typer.BadParameter(f"--{error.message}") from None
 
 
+def given(**options: Any) -> Any:
+    """The options a command was given: those left None are not sent, so the service's defaults apply."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _unescape(text: str) -> str:
     """Shell-friendly escapes: the two characters \\n become a newline (\\t a tab)."""
     return text.replace("\\n", "\n").replace("\\t", "\t")
@@ -118,14 +123,7 @@ def text(
         "logprobs": logprobs,
         "temperatures": sweep,
     }
-    if temperature is not None:
-        options["temperature"] = temperature
-    if top_p is not None:
-        options["top_p"] = top_p
-    if repetition_penalty is not None:
-        options["repetition_penalty"] = repetition_penalty
-    if seed is not None:
-        options["seed"] = seed
+    options.update(given(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed))
     single = n == 1 and len(sweep) <= 1
     with client_for(address, api_key, timeout) as client:
         if stream and single and not logprobs:
@@ -305,12 +303,7 @@ def dream(
         "preview_every": preview_every,
         "max_size": max_size,
     }
-    if max_loss is not None:
-        options["max_loss"] = max_loss
-    if guide is not None:
-        options["guide"] = _read_image(guide)
-    if seed is not None:
-        options["seed"] = seed
+    options.update(given(max_loss=max_loss, guide=_read_image(guide) if guide else None, seed=seed))
     with client_for(address, api_key, timeout) as client:
         _save_image_stream(
             client.dream_stream(photo, **options),
@@ -377,16 +370,7 @@ def style_inputs(
         "scales": scales,
         "preview_every": preview_every,
     }
-    weights: dict[str, float | None] = {
-        "content_weight": content_weight,
-        "style_weight": style_weight,
-        "tv_weight": tv_weight,
-    }
-    for name, value in weights.items():
-        if value is not None:
-            options[name] = value  # type: ignore[literal-required]
-    if seed is not None:
-        options["seed"] = seed
+    options.update(given(content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, seed=seed))
     inputs = StyleInputs(_read_image(content), styles, options)
     checked_option(lambda: requests.style_transfer_request(inputs.content, inputs.styles, inputs.options))
     return inputs

@@ -29,40 +29,10 @@ def _progress_bar(console: Console, fields: str) -> Progress:
     )
 
 
-class TextProgress:
-    """Observer of a text training run of `steps` optimiser steps."""
-
-    def __init__(self, console: Console, steps: int) -> None:
-        self.console = console
-        self.steps = steps
-        self.progress = _progress_bar(console, "loss {task.fields[loss]:.3f} · lr {task.fields[lr]:.2e}")
-        self.task = TaskID(0)
-        self.started_at = time.monotonic()
-
-    def started(self, plan: TextTrainingPlan) -> None:
-        self.console.print(
-            f"[bold]{plan.architecture}[/] {plan.parameters:,} parameters · vocab {plan.vocab_size} · "
-            f"train {plan.train_characters:,} chars ({plan.train_texts} texts) · "
-            f"validation {plan.validation_characters:,} chars ({', '.join(plan.validation_texts)}) · "
-            f"{plan.device} · bf16 {'on' if plan.bf16 else 'off'}"
-        )
-        self.started_at = time.monotonic()
-        self.progress.start()
-        self.task = self.progress.add_task("training", total=self.steps, loss=float("nan"), lr=0.0)
-
-    def step(self, step: int, loss: float, rate: float) -> None:
-        self.progress.update(self.task, completed=step + 1, loss=loss, lr=rate)
-        if not self.console.is_terminal and (step + 1) % LOG_EVERY == 0:
-            self.console.print(
-                f"step {step + 1}/{self.steps} loss {loss:.4f} lr {rate:.2e} {time.monotonic() - self.started_at:.0f}s"
-            )
-
-    def finished(self) -> None:
-        self.progress.stop()
-
-
-class LatentProgress:
-    """Observer of a latent training run; `fields` formats the loop's losses beside the bar."""
+class _TrainingProgress:
+    """A progress bar for a training run, and a plain line every LOG_EVERY steps when the output is
+    not a terminal (a log file keeps the numbers the bar would have shown). `fields` formats the
+    run's losses beside the bar."""
 
     def __init__(self, console: Console, fields: str) -> None:
         self.console = console
@@ -70,23 +40,52 @@ class LatentProgress:
         self.task = TaskID(0)
         self.started_at = time.monotonic()
 
+    def _begin(self, summary: str, total: int | None, **fields: float) -> None:
+        self.console.print(summary)
+        self.started_at = time.monotonic()
+        self.progress.start()
+        self.task = self.progress.add_task("training", total=total, **fields)  # type: ignore[arg-type]
+
+    def _advance(self, completed: int, total: int, values: dict[str, float], line: str) -> None:
+        """Move the bar to `completed` of `total`; off a terminal, log `line` every LOG_EVERY steps."""
+        self.progress.update(self.task, completed=completed, total=total, **values)  # type: ignore[arg-type]
+        if not self.console.is_terminal and completed % LOG_EVERY == 0:
+            self.console.print(f"step {completed}/{total} {line} {time.monotonic() - self.started_at:.0f}s")
+
+    def finished(self) -> None:
+        self.progress.stop()
+
+
+class TextProgress(_TrainingProgress):
+    """Observer of a text training run of `steps` optimiser steps."""
+
+    def __init__(self, console: Console, steps: int) -> None:
+        super().__init__(console, "loss {task.fields[loss]:.3f} · lr {task.fields[lr]:.2e}")
+        self.steps = steps
+
+    def started(self, plan: TextTrainingPlan) -> None:
+        summary = (
+            f"[bold]{plan.architecture}[/] {plan.parameters:,} parameters · vocab {plan.vocab_size} · "
+            f"train {plan.train_characters:,} chars ({plan.train_texts} texts) · "
+            f"validation {plan.validation_characters:,} chars ({', '.join(plan.validation_texts)}) · "
+            f"{plan.device} · bf16 {'on' if plan.bf16 else 'off'}"
+        )
+        self._begin(summary, self.steps, loss=float("nan"), lr=0.0)
+
+    def step(self, step: int, loss: float, rate: float) -> None:
+        self._advance(step + 1, self.steps, {"loss": loss, "lr": rate}, f"loss {loss:.4f} lr {rate:.2e}")
+
+
+class LatentProgress(_TrainingProgress):
+    """Observer of a latent training run; `fields` formats the loop's losses beside the bar."""
+
     def started(self, plan: LatentTrainingPlan) -> None:
-        self.console.print(
+        summary = (
             f"[bold]{plan.model_name}[/] {plan.architecture} · {plan.parameters:,} parameters · {plan.dataset} "
             f"train {plan.train_images:,} / test {plan.test_images:,} · {plan.epochs} epochs of batch "
             f"{plan.batch_size} · {plan.threads} threads"
         )
-        self.started_at = time.monotonic()
-        self.progress.start()
-        self.task = self.progress.add_task(
-            "training", total=None, loss=float("nan"), kl=float("nan"), d_loss=0.0, g_loss=0.0
-        )
+        self._begin(summary, None, loss=float("nan"), kl=float("nan"), d_loss=0.0, g_loss=0.0)
 
     def step(self, step: int, total: int, values: dict[str, float]) -> None:
-        self.progress.update(self.task, completed=step, total=total, **values)  # type: ignore[arg-type]
-        if not self.console.is_terminal and step % LOG_EVERY == 0:
-            shown = " ".join(f"{key} {value:.4g}" for key, value in values.items())
-            self.console.print(f"step {step}/{total} {shown} {time.monotonic() - self.started_at:.0f}s")
-
-    def finished(self) -> None:
-        self.progress.stop()
+        self._advance(step, total, values, " ".join(f"{key} {value:.4g}" for key, value in values.items()))

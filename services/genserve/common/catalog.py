@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 
-from genserve.common.errors import NotFound, Unavailable
+from genserve.common.errors import NotFound, loaded
 from genserve.common.model_store import ModelEntry
 from genserve.v1 import models_pb2, models_pb2_grpc
 
@@ -45,10 +46,7 @@ class CatalogServicer(models_pb2_grpc.ModelServiceServicer):
         self.describe = describe
 
     def _models(self) -> list[models_pb2.ModelInfo]:
-        models = self.describe()
-        if models is None:
-            raise Unavailable("models are still loading; retry shortly")
-        return models
+        return loaded(self.describe(), "models")
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -64,3 +62,35 @@ class CatalogServicer(models_pb2_grpc.ModelServiceServicer):
             if model.name == request.name:
                 return model
         raise NotFound(f"unknown model {request.name!r}; available: {', '.join(m.name for m in models)}")
+
+
+MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+
+
+class ModelServiceRole:
+    """What the model services' roles share: their family's API plus ModelService, which lists the
+    models `describe()` returns (None while loading), and no interceptors of their own.
+
+    A subclass names its API (`api`, the service descriptor), registers its servicer in
+    `add_api`, and implements describe/start/stop.
+    """
+
+    name: str
+    api: ServiceDescriptor
+    failure: str | None = None
+
+    def service_names(self) -> list[str]:
+        return [self.api.full_name, MODEL_SERVICE]
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return []
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        self.add_api(server)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
+
+    def add_api(self, server: grpc.aio.Server) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> list[models_pb2.ModelInfo] | None:
+        raise NotImplementedError

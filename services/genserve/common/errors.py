@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TypeVar
 
 import grpc
 
@@ -81,6 +82,16 @@ ALL_ERRORS: tuple[type[GenserveError], ...] = (
 
 
 # --- validation helpers: one wording for every range check --------------------------------
+
+
+T = TypeVar("T")
+
+
+def loaded(value: T | None, what: str) -> T:
+    """`value` once the role's start made it (models, the domain layer); until then UNAVAILABLE."""
+    if value is None:
+        raise Unavailable(f"{what} are still loading; retry shortly")
+    return value
 
 
 def require_finite(field: str, value: float) -> float:

@@ -145,9 +145,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.GetJobResultRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.JobResult:
         record, data = await self.queue.result(request.id, current_principal.get())
-        return jobs_pb2.JobResult(
-            id=record.id, image=stored_png_message(data), losses=_losses(record.losses)
-        )
+        return jobs_pb2.JobResult(id=record.id, image=stored_png_message(data), losses=_losses(record.losses))
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from genserve.common.catalog import CatalogServicer, model_info
+from genserve.common.catalog import ModelServiceRole, model_info
 from genserve.common.config import ImageSettings, LatentSettings, ModelSettings
 from genserve.common.devices import configure_torch, pick_device
 from genserve.common.images import ImageLimits
@@ -18,14 +18,14 @@ from genserve.common.redis_clients import async_client
 from genserve.latent.concepts import UserConcepts, concepts_path, load_builtin
 from genserve.latent.operations import LatentModel, LatentOperations
 from genserve.latent.servicer import LatentServicer
-from genserve.v1 import latent_pb2, latent_pb2_grpc, models_pb2, models_pb2_grpc
+from genserve.v1 import latent_pb2, latent_pb2_grpc, models_pb2
 
 log = logging.getLogger(__name__)
 
 
-class LatentRole:
+class LatentRole(ModelServiceRole):
     name = "latent"
-    failure: str | None = None
+    api = latent_pb2.DESCRIPTOR.services_by_name["LatentService"]
 
     def __init__(
         self, models: ModelSettings, latent: LatentSettings, images: ImageSettings, redis_url: str, metrics: Metrics
@@ -42,18 +42,8 @@ class LatentRole:
             initargs=(models.torch_threads,),
         )  # fmt: skip
 
-    def service_names(self) -> list[str]:
-        return [
-            latent_pb2.DESCRIPTOR.services_by_name["LatentService"].full_name,
-            models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
-        ]
-
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return []
-
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_api(self, server: grpc.aio.Server) -> None:
         latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(lambda: self.operations), server)
-        models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
 
     def describe(self) -> list[models_pb2.ModelInfo] | None:
         if self.operations is None:

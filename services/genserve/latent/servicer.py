@@ -12,7 +12,7 @@ import grpc
 import torch
 
 from genserve.common.caller import principal_of
-from genserve.common.errors import InvalidArgument, Unavailable
+from genserve.common.errors import InvalidArgument, loaded
 from genserve.common.images import EncodedImage, image_message
 from genserve.latent.concepts import ConceptVector
 from genserve.latent.operations import LatentModel, LatentOperations, PointInput
@@ -70,10 +70,7 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
         self._operations = operations
 
     def operations(self) -> LatentOperations:
-        operations = self._operations()
-        if operations is None:
-            raise Unavailable("latent models are still loading; retry shortly")
-        return operations
+        return loaded(self._operations(), "latent models")
 
     async def Sample(
         self, request: latent_pb2.SampleRequest, context: grpc.aio.ServicerContext

@@ -26,18 +26,7 @@ from genserve.common.model_store import ModelEntry, ModelStore, ModelStoreError
 from genserve.common.packages import sha256_of
 from genserve.latent import data
 from genserve.latent import evaluate as ev
-from genserve.latent.models import (
-    VAE,
-    Classifier,
-    ClassifierConfig,
-    Discriminator,
-    DiscriminatorConfig,
-    Generator,
-    GeneratorConfig,
-    VAEConfig,
-    load_model,
-    save_model,
-)
+from genserve.latent import models as nets
 from genserve.latent.train import StepCallback, TrainConfig, train_classifier, train_gan, train_vae
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -167,7 +156,7 @@ TrainLoop = Callable[[np.ndarray, np.ndarray, TrainConfig, StepCallback], dict[s
 class _Kind:
     """One model kind's part of a run: its untrained model, its manifest labels and its loop."""
 
-    model: Classifier | VAE | Generator
+    model: nets.Classifier | nets.VAE | nets.Generator
     family: str
     architecture: str
     suffix: str  # default name: PREFIX-SUFFIX
@@ -176,7 +165,7 @@ class _Kind:
 
 
 def _classifier_kind(params: ClassifierTrainingParams) -> _Kind:
-    model = Classifier(ClassifierConfig(channels=params.channels))
+    model = nets.Classifier(nets.ClassifierConfig(channels=params.channels))
 
     def loop(images: np.ndarray, labels: np.ndarray, config: TrainConfig, on_step: StepCallback) -> dict[str, float]:
         return {"train_loss": train_classifier(model, images, labels, config, on_step)}
@@ -185,10 +174,10 @@ def _classifier_kind(params: ClassifierTrainingParams) -> _Kind:
 
 
 def _vae_kind(params: VAETrainingParams) -> _Kind:
-    config = VAEConfig(
+    config = nets.VAEConfig(
         latent_dim=params.latent_dim, channels=params.channels, hidden=params.hidden, binarized=params.binarized
     )
-    model = VAE(config)
+    model = nets.VAE(config)
 
     def loop(images: np.ndarray, labels: np.ndarray, config: TrainConfig, on_step: StepCallback) -> dict[str, float]:
         return {"train_neg_elbo_nats": train_vae(model, images, config, on_step)}
@@ -197,8 +186,8 @@ def _vae_kind(params: VAETrainingParams) -> _Kind:
 
 
 def _gan_kind(params: GANTrainingParams) -> _Kind:
-    generator = Generator(GeneratorConfig(latent_dim=params.latent_dim, channels=params.channels))
-    discriminator = Discriminator(DiscriminatorConfig(channels=params.channels))
+    generator = nets.Generator(nets.GeneratorConfig(latent_dim=params.latent_dim, channels=params.channels))
+    discriminator = nets.Discriminator(nets.DiscriminatorConfig(channels=params.channels))
 
     def loop(images: np.ndarray, labels: np.ndarray, config: TrainConfig, on_step: StepCallback) -> dict[str, float]:
         losses = train_gan(generator, discriminator, images, config, on_step)
@@ -256,7 +245,7 @@ def _run(
     model.requires_grad_(False)
     metrics: dict[str, float] = {key: round(value, 4) for key, value in final.items()}
     details = _details(params, config, model)
-    if isinstance(model, Classifier):
+    if isinstance(model, nets.Classifier):
         metrics["test_accuracy"] = round(ev.accuracy(model, test_x, test_y), 4)
         details["features"] = model.config.features
     else:
@@ -264,7 +253,7 @@ def _run(
         scorer = _load_scorer(ModelStore(store), scorer_name, params.dataset)
         details["latent_dim"] = model.latent_dim
         details["scored_by"] = scorer_name
-        if isinstance(model, VAE):
+        if isinstance(model, nets.VAE):
             details["likelihood"] = "bernoulli-binarized" if model.config.binarized else "bernoulli-intensities"
             metrics.update({k: round(v, 3) for k, v in ev.vae_negative_elbo(model, test_x, seed=0).items()})
         quality = ev.sample_quality(model.decode, model.latent_dim, scorer, test_x, seed=0)
@@ -279,7 +268,7 @@ def _run(
         "dataset": params.dataset,
         "class_names": json.dumps(data.CLASS_NAMES[params.dataset]),
     }
-    save_model(model, path, header)
+    nets.save_model(model, path, header)
     entry = ModelEntry(
         name=model_name,
         version=params.version,
@@ -302,7 +291,7 @@ def _run(
 
 
 def _details(
-    params: LatentTrainingParams, config: TrainConfig, model: Classifier | VAE | Generator
+    params: LatentTrainingParams, config: TrainConfig, model: nets.Classifier | nets.VAE | nets.Generator
 ) -> dict[str, object]:
     """The manifest's `details`: what the model is and how it was trained (optional rates only when set)."""
     details: dict[str, object] = {
@@ -321,14 +310,14 @@ def _details(
     return details
 
 
-def _load_scorer(store: ModelStore, name: str, dataset: str) -> Classifier:
+def _load_scorer(store: ModelStore, name: str, dataset: str) -> nets.Classifier:
     entry = store.entries().get(name)
     if entry is None:
         raise ScorerMissing(
             f"no classifier {name!r} in {store.manifest_path} to score samples with: run "
             f"`genserve train classifier --dataset {dataset}` first"
         )
-    scorer = load_model(store.verified_path(entry))
-    if not isinstance(scorer, Classifier):
+    scorer = nets.load_model(store.verified_path(entry))
+    if not isinstance(scorer, nets.Classifier):
         raise ScorerMissing(f"{name!r} in {store.manifest_path} is a {type(scorer).__name__}, not a classifier")
     return scorer

@@ -9,6 +9,7 @@ rows from the batch at the next step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -35,24 +36,11 @@ MAX_REPETITION_PENALTY = 10.0
 
 
 @dataclass(frozen=True)
-class SamplingRequest:
-    """Sampling controls as a client gave them; None = not set."""
-
-    temperature: float | None = None
-    top_k: int = 0
-    top_p: float | None = None
-    min_p: float = 0.0
-    repetition_penalty: float | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-
-
-@dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     model: str = ""
     max_tokens: int = 0
-    sampling: SamplingRequest = field(default_factory=SamplingRequest)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # as given: `plan` checks it
     seed: int | None = None
     stop: Sequence[str] = ()
     n: int = 0
@@ -100,25 +88,18 @@ class TextGenerator:
             raise NotFound(f"unknown text model {name!r}; available: {', '.join(sorted(self.models))}")
         return model
 
-    def _sampling(self, given: SamplingRequest, temperature: float, vocab_size: int) -> SamplingConfig:
+    def _sampling(self, given: SamplingConfig, temperature: float, vocab_size: int) -> SamplingConfig:
+        """`given`, checked, with one completion's `temperature` (checked by the caller)."""
         if not 0 <= given.top_k <= vocab_size:
             raise InvalidArgument(f"sampling.top_k must be in [0, {vocab_size}] (0 = off), got {given.top_k}")
-        top_p = 1.0 if given.top_p is None else given.top_p
-        require_range("sampling.top_p", top_p, 0.0, 1.0, low_open=True)
+        require_range("sampling.top_p", given.top_p, 0.0, 1.0, low_open=True)
         require_range("sampling.min_p", given.min_p, 0.0, 1.0, high_open=True)
-        repetition = 1.0 if given.repetition_penalty is None else given.repetition_penalty
-        require_range("sampling.repetition_penalty", repetition, 0.0, MAX_REPETITION_PENALTY, low_open=True)
+        require_range(
+            "sampling.repetition_penalty", given.repetition_penalty, 0.0, MAX_REPETITION_PENALTY, low_open=True
+        )
         require_range("sampling.presence_penalty", given.presence_penalty, -MAX_PENALTY, MAX_PENALTY)
         require_range("sampling.frequency_penalty", given.frequency_penalty, -MAX_PENALTY, MAX_PENALTY)
-        return SamplingConfig(
-            temperature=temperature,
-            top_k=given.top_k,
-            top_p=top_p,
-            min_p=given.min_p,
-            repetition_penalty=repetition,
-            presence_penalty=given.presence_penalty,
-            frequency_penalty=given.frequency_penalty,
-        )
+        return dataclasses.replace(given, temperature=temperature)
 
     def plan(self, request: GenerationRequest, incremental: bool = True) -> tuple[GenerationPlan, GenerationSpec]:
         """Check everything before any work is queued: the plan shown to the caller and the spec to run.
@@ -158,8 +139,7 @@ class TextGenerator:
         if request.top_logprobs and not request.logprobs:
             raise InvalidArgument("top_logprobs needs logprobs=true")
         n = request.n or 1
-        given_temperature = request.sampling.temperature
-        temperatures = list(request.temperatures) or [1.0 if given_temperature is None else given_temperature]
+        temperatures = list(request.temperatures) or [request.sampling.temperature]
         for i, temperature in enumerate(temperatures):
             field_name = f"temperatures[{i}]" if request.temperatures else "sampling.temperature"
             if not math.isfinite(temperature) or not 0 <= temperature <= MAX_TEMPERATURE:

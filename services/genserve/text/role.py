@@ -8,7 +8,7 @@ import signal
 
 import grpc
 
-from genserve.common.catalog import CatalogServicer, model_info
+from genserve.common.catalog import ModelServiceRole, model_info
 from genserve.common.config import ModelSettings, TextSettings
 from genserve.common.metrics import Metrics
 from genserve.common.model_store import ModelStore
@@ -16,13 +16,14 @@ from genserve.text.decode_client import DecodeProcess
 from genserve.text.generator import TextGenerator
 from genserve.text.protocol import DecodeConfig
 from genserve.text.servicer import TextServicer
-from genserve.v1 import models_pb2, models_pb2_grpc, text_pb2, text_pb2_grpc
+from genserve.v1 import models_pb2, text_pb2, text_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
-class TextRole:
+class TextRole(ModelServiceRole):
     name = "text"
+    api = text_pb2.DESCRIPTOR.services_by_name["TextService"]
 
     def __init__(self, models: ModelSettings, text: TextSettings, metrics: Metrics) -> None:
         self.model_settings = models
@@ -32,18 +33,8 @@ class TextRole:
         self.decoder: DecodeProcess | None = None
         self.failure: str | None = None
 
-    def service_names(self) -> list[str]:
-        return [
-            text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name,
-            models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
-        ]
-
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return []
-
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_api(self, server: grpc.aio.Server) -> None:
         text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(lambda: self.generator), server)
-        models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
 
     def describe(self) -> list[models_pb2.ModelInfo] | None:
         if self.generator is None:

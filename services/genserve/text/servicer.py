@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import grpc
 
-from genserve.common.errors import Unavailable
-from genserve.text.generator import GenerationPlan, GenerationRequest, SamplingRequest, TextGenerator
-from genserve.text.protocol import CompletionUpdate, Finish, TokenOut
+from genserve.common.errors import loaded
+from genserve.text.generator import GenerationPlan, GenerationRequest, TextGenerator
+from genserve.text.protocol import CompletionUpdate, Finish, SamplingConfig, TokenOut
 from genserve.v1 import text_pb2, text_pb2_grpc
 
 FINISH_REASONS = {
@@ -23,12 +23,12 @@ def request_from_proto(message: text_pb2.GenerateRequest) -> GenerationRequest:
         prompt=message.prompt,
         model=message.model,
         max_tokens=message.max_tokens,
-        sampling=SamplingRequest(
-            temperature=sampling.temperature if sampling.HasField("temperature") else None,
+        sampling=SamplingConfig(  # unset optional fields take SamplingConfig's defaults (1 = off / T 1)
+            temperature=sampling.temperature if sampling.HasField("temperature") else 1.0,
             top_k=sampling.top_k,
-            top_p=sampling.top_p if sampling.HasField("top_p") else None,
+            top_p=sampling.top_p if sampling.HasField("top_p") else 1.0,
             min_p=sampling.min_p,
-            repetition_penalty=sampling.repetition_penalty if sampling.HasField("repetition_penalty") else None,
+            repetition_penalty=sampling.repetition_penalty if sampling.HasField("repetition_penalty") else 1.0,
             presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty,
         ),
@@ -55,10 +55,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self._generator = generator
 
     def generator(self) -> TextGenerator:
-        generator = self._generator()
-        if generator is None:
-            raise Unavailable("text models are still loading; retry shortly")
-        return generator
+        return loaded(self._generator(), "text models")
 
     async def Generate(
         self, request: text_pb2.GenerateRequest, context: grpc.aio.ServicerContext

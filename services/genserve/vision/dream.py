@@ -10,7 +10,7 @@ The ascent runs in [0, 1] RGB pixel space, whatever the backbone's own input sca
 step size means the same thing for every backbone: each step moves pixels by `step_size` on
 average (the gradient is divided by its mean absolute value, as in the original Caffe notebook),
 and the image is clipped to [0, 1] after every step. Nothing here knows about gRPC or protobuf;
-the vision service checks a request once with `validate` and runs `run_dream` on its torch thread.
+the vision service checks a request once with `validate` and runs `dream` on its torch thread.
 """
 
 from __future__ import annotations
@@ -227,19 +227,6 @@ def fast_backbone(backbone: Backbone) -> Backbone:
 
 
 def dream(
-    backbone: Backbone,
-    image: Tensor,
-    params: DreamParams,
-    guide: Tensor | None = None,
-    on_step: StepCallback | None = None,
-) -> Tensor:
-    """`validate` the params for `backbone`, then `run_dream` (for direct calls; the service
-    checks a request once, before it takes a slot, and calls `run_dream`)."""
-    checked = validate(params, backbone.architecture, backbone.layer_names)
-    return run_dream(backbone, image, checked, guide, on_step)
-
-
-def run_dream(
     backbone: Backbone,
     image: Tensor,
     params: DreamParams,

@@ -20,7 +20,7 @@ from genserve.common.images import EncodedImage, ImageLimits, decode_image, fit_
 from genserve.common.seeds import fresh_seed
 from genserve.common.style_request import StyleRequest, check_preview_every
 from genserve.vision.backbones import Backbone, VGG16Features
-from genserve.vision.dream import DreamParams, DreamProgress, run_dream, validate
+from genserve.vision.dream import DreamParams, DreamProgress, dream, validate
 from genserve.vision.runner import Emit, TorchRunner, check_cancelled
 from genserve.vision.style import StyleTransfer
 from genserve.vision.style_progress import StyleProgress
@@ -116,7 +116,7 @@ class VisionOperations:
                     preview = png_image(current())
                 emit(DreamUpdate(progress=progress, preview=preview, seed=seed))
 
-            result = run_dream(backbone, image, params, guide, on_step)
+            result = dream(backbone, image, params, guide, on_step)
             emit(DreamUpdate(result=png_image(result), seed=seed))
 
         async for update in self.runner.stream(work):

@@ -7,12 +7,12 @@ import logging
 
 import grpc
 
-from genserve.common.catalog import CatalogServicer, model_info
+from genserve.common.catalog import ModelServiceRole, model_info
 from genserve.common.config import ImageSettings, ModelSettings, VisionSettings
 from genserve.common.devices import pick_device
 from genserve.common.metrics import Metrics
 from genserve.common.model_store import ModelStore
-from genserve.v1 import models_pb2, models_pb2_grpc, vision_pb2, vision_pb2_grpc
+from genserve.v1 import models_pb2, vision_pb2, vision_pb2_grpc
 from genserve.vision.operations import VisionModels, VisionOperations
 from genserve.vision.runner import TorchRunner
 from genserve.vision.servicer import VisionServicer
@@ -21,9 +21,9 @@ from genserve.vision.weights import load_from_store
 log = logging.getLogger(__name__)
 
 
-class VisionRole:
+class VisionRole(ModelServiceRole):
     name = "vision"
-    failure: str | None = None
+    api = vision_pb2.DESCRIPTOR.services_by_name["VisionService"]
 
     def __init__(self, models: ModelSettings, vision: VisionSettings, images: ImageSettings, metrics: Metrics) -> None:
         self.model_settings = models
@@ -34,18 +34,8 @@ class VisionRole:
         self.runner: TorchRunner | None = None
         self.store = ModelStore(models.model_store)
 
-    def service_names(self) -> list[str]:
-        return [
-            vision_pb2.DESCRIPTOR.services_by_name["VisionService"].full_name,
-            models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
-        ]
-
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return []
-
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_api(self, server: grpc.aio.Server) -> None:
         vision_pb2_grpc.add_VisionServiceServicer_to_server(VisionServicer(lambda: self.operations), server)
-        models_pb2_grpc.add_ModelServiceServicer_to_server(CatalogServicer(self.describe), server)
 
     def describe(self) -> list[models_pb2.ModelInfo] | None:
         if self.operations is None:

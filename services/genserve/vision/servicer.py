@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from genserve.common.errors import Unavailable
+from genserve.common.errors import loaded
 from genserve.common.images import image_message
 from genserve.common.seeds import fresh_seed
 from genserve.common.style_request import StyleParams, layer_weights, parse_style_request
@@ -41,10 +41,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         self._operations = operations
 
     def operations(self) -> VisionOperations:
-        operations = self._operations()
-        if operations is None:
-            raise Unavailable("vision models are still loading; retry shortly")
-        return operations
+        return loaded(self._operations(), "vision models")
 
     async def Dream(
         self, request: vision_pb2.DreamRequest, context: grpc.aio.ServicerContext
