@@ -115,6 +115,10 @@ def test_octaves_shrink_by_the_scale_and_end_at_the_image_size() -> None:
 def test_the_folded_backbone_computes_the_same_activations(lite0: EfficientNetLite0, photo: torch.Tensor) -> None:
     fast = fast_backbone(lite0)
     assert fast is fast_backbone(lite0)  # built once
+    # Every batch norm the blocks and the stem had is folded away (only the head's is left).
+    norms = [name for name, module in fast.named_modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    assert norms == ["_bn1"], norms
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules()) > 30, "the original keeps its own"
     names = ["stem", "blocks.4", "blocks.15"]
     with torch.no_grad():
         ours = fast.features(lite0.preprocess(photo).contiguous(memory_format=torch.channels_last), names)

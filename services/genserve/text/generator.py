@@ -37,6 +37,9 @@ MAX_REPETITION_PENALTY = 10.0
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """A text request as the client gave it, unchecked: `TextGenerator.plan` checks it once and
+    turns it into the GenerationSpec the decode process runs."""
+
     prompt: str
     model: str = ""
     max_tokens: int = 0

@@ -220,7 +220,7 @@ def fast_backbone(backbone: Backbone) -> Backbone:
     and every weight is stored channels_last. The activations equal the original's up to float
     rounding. The copy shares nothing with the original.
     """
-    return channels_last_copy(backbone, "dream", Backbone.fold_batch_norms)
+    return channels_last_copy(backbone, "dream", lambda network: network.fold_batch_norms())
 
 
 # --- the dream ------------------------------------------------------------------------------
