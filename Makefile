@@ -40,6 +40,7 @@ up: models
 
 lint: install
 	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
 
 typecheck: install
 	$(BIN)/mypy
