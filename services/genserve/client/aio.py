@@ -307,8 +307,8 @@ class AsyncClient:
         timeout: float | None = None,
         **options: Unpack[requests.StyleOptions],
     ) -> results.Job:
-        """Queue a style transfer as a durable job (state "queued"). With an idempotency key a
-        repeated submit returns the first job, so only then is the submit retried."""
+        """Queue a style transfer as a durable job ("queued", or "running" if a worker took it at once).
+        With an idempotency key a repeated submit returns the first job, so only then is it retried."""
         request = requests.submit_request(content, styles, options, idempotency_key)
         return results.Job.from_proto(
             await self._unary(self._jobs.SubmitStyleTransfer, request, timeout, bool(idempotency_key))
