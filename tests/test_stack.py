@@ -10,10 +10,15 @@ import time
 from pathlib import Path
 
 import grpc
+from PIL import Image
 
+from genserve.client import Client, JobEventKind, JobState
 from genserve.common.processes import free_ports, port_is_free
+from genserve.stack import RestartPolicy
 from genserve.v1 import text_pb2, text_pb2_grpc
-from tests.conftest import MODEL_STORE
+from tests.conftest import MODEL_STORE, wait_for
+
+ROLES = ("GATEWAY", "TEXT", "VISION", "LATENT", "WORKER")
 
 
 def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
@@ -77,3 +82,84 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, text
     assert "gateway  stopped (exit 0)" in text and "text     stopped (exit 0)" in text and "redis    stopped" in text
     assert all(port_is_free(port) for port in ports.values())
+
+
+def test_a_crashed_child_restarts_later_each_time_and_one_that_keeps_crashing_stops() -> None:
+    policy = RestartPolicy(max_crashes=5, window_seconds=60.0, first_delay=1.0, max_delay=30.0)
+    assert [policy.delay_after_crash(t) for t in (0.0, 1.0, 3.0, 7.0, 15.0)] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert policy.delay_after_crash(31.0) is None, "a sixth crash within a minute gives up"
+    calm = RestartPolicy(max_crashes=5, window_seconds=60.0, first_delay=1.0, max_delay=30.0)
+    assert [calm.delay_after_crash(t) for t in (0.0, 100.0, 200.0)] == [1.0, 1.0, 1.0], "old crashes are forgotten"
+    capped = RestartPolicy(max_crashes=50, window_seconds=60.0, first_delay=1.0, max_delay=30.0)
+    assert max(capped.delay_after_crash(float(t)) or 0.0 for t in range(10)) == 30.0
+
+
+def children_of(pid: int) -> dict[str, int]:
+    """The `genserve serve ROLE` children of process `pid`, by role."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            words = Path(f"/proc/{entry}/cmdline").read_bytes().decode().split("\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and "serve" in words:
+            found[words[words.index("serve") + 1]] = int(entry)
+    return found
+
+
+def test_up_restarts_a_killed_worker_and_its_job_finishes_once(tmp_path: Path) -> None:
+    names = [f"{role}{kind}" for role in ROLES for kind in ("", "_METRICS")]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    env = {
+        **os.environ,
+        "GENSERVE_MODEL_STORE": str(MODEL_STORE),
+        "GENSERVE_VAR_DIR": str(tmp_path / "var"),
+        **{f"GENSERVE_{name}_PORT": str(port) for name, port in ports.items()},
+        # A dead worker's job is claimed after 3 s; checkpoints every 5 steps.
+        "GENSERVE_JOB_CLAIM_IDLE_SECONDS": "3",
+        "GENSERVE_JOB_HEARTBEAT_SECONDS": "0.5",
+        "GENSERVE_JOB_CHECKPOINT_EVERY": "5",
+        "GENSERVE_TORCH_THREADS": "1",
+        "COLUMNS": "200",
+    }
+    env.pop("REDIS_URL", None)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "genserve.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            output.append(line)
+            if "genserve is up" in line:
+                break
+        assert any("genserve is up" in line for line in output), "".join(output)
+        before = children_of(up.pid)
+        photo, painting = Image.new("RGB", (64, 48), (200, 120, 40)), Image.new("RGB", (32, 32), (20, 40, 200))
+        with Client(f"127.0.0.1:{ports['GATEWAY']}", timeout=120) as client:
+            job = client.submit_style_transfer(photo, painting, iterations=150, max_size=64, seed=1)
+            assert wait_for(lambda: client.get_job(job.id).step >= 6, timeout=60), "the job never got going"
+            os.kill(before["worker"], signal.SIGKILL)
+            events = list(client.watch_job(job.id))
+            record = client.get_job(job.id)
+        after = children_of(up.pid)
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=90)
+        output.append(rest)
+    text = "".join(output)
+    assert "worker   exited unexpectedly with code -9; restarting in 1s" in text, text
+    assert "worker   started again" in text, text
+    assert after["worker"] != before["worker"] and after["gateway"] == before["gateway"], "only the worker was replaced"
+    terminal = [event for event in events if event.terminal]
+    assert [event.state for event in terminal] == [JobState.SUCCEEDED], "the job ended once, and well"
+    assert any(event.kind == JobEventKind.RESUMED for event in events), "the new worker resumed it"
+    assert record.state == JobState.SUCCEEDED and record.attempt == 2 and record.step == 150
+    assert up.returncode == 0, text

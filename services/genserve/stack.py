@@ -3,7 +3,8 @@
 Order: a private Redis (unless REDIS_URL is set), the backends, then the gateway; each must
 report SERVING on standard gRPC health before the next step. Ctrl-C or SIGTERM stops the
 children in reverse order (gateway first, so no call reaches a backend that is going away).
-A child that dies while serving stops the stack with its log tail on screen.
+A child that dies while serving is started again, after 1, 2, 4 … seconds (at most 30), with its
+log tail on screen; one that keeps crashing (more than 5 times within a minute) stops the stack.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,27 @@ class StackError(RuntimeError):
 
 
 @dataclass
+class RestartPolicy:
+    """When a crashed child starts again: after first_delay, doubling with each crash that follows
+    within `window` seconds, at most max_delay; after more than max_crashes crashes within the
+    window it is not started again (None): something is wrong that a restart will not mend."""
+
+    max_crashes: int = 5
+    window_seconds: float = 60.0
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    crashes: deque[float] = field(default_factory=deque)  # monotonic times of the recent crashes
+
+    def delay_after_crash(self, now: float) -> float | None:
+        self.crashes.append(now)
+        while now - self.crashes[0] > self.window_seconds:
+            self.crashes.popleft()
+        if len(self.crashes) > self.max_crashes:
+            return None
+        return min(self.max_delay, self.first_delay * 2 ** (len(self.crashes) - 1))
+
+
+@dataclass
 class Child:
     name: str
     port: int
@@ -44,6 +67,15 @@ class Child:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    restart_at: float | None = None  # set while a crashed child waits for its restart
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "genserve.cli", "serve", self.name,
+            "--grpc-port", str(self.port), "--metrics-port", str(self.metrics_port),
+        ]  # fmt: skip
 
     @property
     def address(self) -> str:
@@ -114,18 +146,7 @@ class Stack:
 
     def _launch(self, name: str, port: int, metrics_port: int) -> Child:
         child = Child(name, port, metrics_port, self._child_env(), self.log_dir / f"{name}.log")
-        command = [
-            sys.executable,
-            "-m",
-            "genserve.cli",
-            "serve",
-            name,
-            "--grpc-port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-        ]
-        child.process = spawn(command, child.log_path, child.env)
+        child.process = spawn(child.command, child.log_path, child.env)
         self.children.append(child)
         return child
 
@@ -154,11 +175,30 @@ class Stack:
             )
 
     def watch(self, stop: threading.Event) -> Child | None:
-        """Block until `stop` is set (→ None) or a child dies (→ that child)."""
-        while not stop.wait(0.5):
+        """Supervise until `stop` is set (→ None) or a child keeps crashing (→ that child).
+
+        A child that exits is started again after its policy's delay, with the same ports and
+        settings; what its log said last is shown first.
+        """
+        while not stop.wait(0.2):
+            now = time.monotonic()
             for child in self.children:
-                if child.process is not None and child.process.poll() is not None:
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        child.restart_at = None
+                        child.process = spawn(child.command, child.log_path, child.env)
+                        self.report(f"{child.name:<8} started again (pid {child.process.pid})")
+                    continue
+                if child.process is None or child.process.poll() is None:
+                    continue
+                delay = child.policy.delay_after_crash(now)
+                if delay is None:
                     return child
+                child.restart_at = now + delay
+                self.report(
+                    f"{child.name:<8} exited unexpectedly with code {child.process.returncode}; restarting in "
+                    f"{delay:.0f}s; last lines of {child.log_path}:\n{tail(child.log_path, 10)}"
+                )
         return None
 
     def shutdown(self) -> None:
@@ -188,9 +228,11 @@ def run_stack(stack: Stack, on_ready: Callable[[Stack], None]) -> int:
         died = stack.watch(stop)
         if died is not None:
             assert died.process is not None
+            policy = died.policy
             stack.report(
-                f"error: {died.name} exited unexpectedly with code {died.process.returncode}; "
-                f"last lines of {died.log_path}:\n{tail(died.log_path)}"
+                f"error: {died.name} keeps crashing ({len(policy.crashes)} exits within "
+                f"{policy.window_seconds:.0f}s, the last with code {died.process.returncode}); stopping the stack. "
+                f"Last lines of {died.log_path}:\n{tail(died.log_path)}"
             )
             return 1
         stack.report("stopping…")
