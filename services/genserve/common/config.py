@@ -230,9 +230,24 @@ class GatewaySettings:
         "",
         "Comma-separated API keys, each `key` or `name:key`. Empty = no authentication (logged as a warning).",
     )
-    text_addr: str = setting("GENSERVE_TEXT_ADDR", "127.0.0.1:50061", "host:port of the text service.")
-    vision_addr: str = setting("GENSERVE_VISION_ADDR", "127.0.0.1:50062", "host:port of the vision service.")
-    latent_addr: str = setting("GENSERVE_LATENT_ADDR", "127.0.0.1:50063", "host:port of the latent service.")
+    text_addr: str = setting(
+        "GENSERVE_TEXT_ADDR",
+        "127.0.0.1:50061",
+        "host:port of the text service, or its replicas: a comma-separated IPv4 host:port list or dns:///NAME:PORT "
+        "(calls are spread round-robin over the healthy ones).",
+    )
+    vision_addr: str = setting(
+        "GENSERVE_VISION_ADDR",
+        "127.0.0.1:50062",
+        "host:port of the vision service, or its replicas: a comma-separated IPv4 host:port list or dns:///NAME:PORT "
+        "(calls are spread round-robin over the healthy ones).",
+    )
+    latent_addr: str = setting(
+        "GENSERVE_LATENT_ADDR",
+        "127.0.0.1:50063",
+        "host:port of the latent service, or its replicas: a comma-separated IPv4 host:port list or dns:///NAME:PORT "
+        "(calls are spread round-robin over the healthy ones).",
+    )
     default_deadline_seconds: float = setting(
         "GENSERVE_DEFAULT_DEADLINE_SECONDS", 300.0, "Deadline given to calls that arrive without one."
     )

@@ -4,10 +4,17 @@ A forwarded call passes the serialized request and responses through as bytes (t
 holds no model and needs no fields), carries the caller's principal, the deadline (the client's,
 or the default, capped at the maximum) and cancellation on to the backend, and turns transport
 failures into UNAVAILABLE naming the backend. Statuses a backend sets itself pass through as is.
+
+A backend address may name several replicas: a comma-separated list (`127.0.0.1:50061,127.0.0.1:50071`)
+or a name that resolves to all of them (`dns:///text-headless.genserve.svc.cluster.local:50061`
+behind a headless Service). Calls are spread over them by gRPC's round_robin policy, per call,
+not per connection; a replica whose health check says NOT_SERVING (loading, or draining after
+SIGTERM) gets no new calls; DNS names are resolved again as pods come and go.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -23,13 +30,32 @@ from genserve.common.server import channel_options
 log = logging.getLogger(__name__)
 
 
+# Round-robin over every resolved replica, each watched with the standard health service ("" = the
+# whole server, which a genserve server reports NOT_SERVING while loading and while draining).
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+BALANCING_OPTIONS = [
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.keepalive_time_ms", 30_000),  # finds a replica that vanished without closing its connections
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.dns_min_time_between_resolutions_ms", 5_000),  # re-resolution as pods come and go
+]
+
+
+def channel_target(address: str) -> str:
+    """A gRPC target for `address`: a comma-separated list of host:port becomes one ipv4: target."""
+    if "," in address and "://" not in address and not address.startswith(("ipv4:", "ipv6:")):
+        return "ipv4:" + ",".join(part.strip() for part in address.split(",") if part.strip())
+    return address
+
+
 class Backend:
-    """One backend service: its address and a shared channel to it."""
+    """One backend service: its address (one replica or several) and a shared, balancing channel."""
 
     def __init__(self, name: str, address: str, server_settings: ServerSettings) -> None:
         self.name = name
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options(server_settings))
+        options = [*channel_options(server_settings), *BALANCING_OPTIONS]
+        self.channel = grpc.aio.insecure_channel(channel_target(address), options=options)
 
     async def close(self) -> None:
         await self.channel.close()
