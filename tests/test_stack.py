@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -21,8 +21,12 @@ from tests.conftest import MODEL_STORE, wait_for
 ROLES = ("GATEWAY", "TEXT", "VISION", "LATENT", "WORKER")
 
 
-def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    names = ("GATEWAY", "GATEWAY_METRICS", "TEXT", "TEXT_METRICS")
+def start_up(
+    tmp_path: Path, settings: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
+    """`genserve up` with every role on free ports and its data under `tmp_path`, plus `settings`;
+    returns once it says it is up: the process, its ports by variable stem, and its output so far."""
+    names = [f"{role}{kind}" for role in ROLES for kind in ("", "_METRICS")]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
         **os.environ,
@@ -30,6 +34,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         "GENSERVE_VAR_DIR": str(tmp_path / "var"),
         **{f"GENSERVE_{name}_PORT": str(port) for name, port in ports.items()},
         "COLUMNS": "200",
+        **(settings or {}),
     }
     env.pop("REDIS_URL", None)
     process = subprocess.Popen(
@@ -40,14 +45,21 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         text=True,
     )
     output = []
+    assert process.stdout is not None
+    for line in process.stdout:  # ends at the "up" banner, or when the process exits
+        output.append(line)
+        if "genserve is up" in line:
+            break
+    if not any("genserve is up" in line for line in output):
+        process.kill()
+        raise AssertionError("".join(output) + (process.stdout.read() or ""))
+    return process, ports, output
+
+
+def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    process, ports, output = start_up(tmp_path)
+    env = {**os.environ, "COLUMNS": "200"}
     try:
-        deadline = time.monotonic() + 120
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if "genserve is up" in line or time.monotonic() > deadline:
-                break
-        assert any("genserve is up" in line for line in output), "".join(output)
         with grpc.insecure_channel(f"127.0.0.1:{ports['GATEWAY']}") as channel:
             response = text_pb2_grpc.TextServiceStub(channel).Generate(
                 text_pb2.GenerateRequest(prompt="ROMEO:", max_tokens=10, seed=1), timeout=30
@@ -111,36 +123,15 @@ def children_of(pid: int) -> dict[str, int]:
 
 
 def test_up_restarts_a_killed_worker_and_its_job_finishes_once(tmp_path: Path) -> None:
-    names = [f"{role}{kind}" for role in ROLES for kind in ("", "_METRICS")]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    env = {
-        **os.environ,
-        "GENSERVE_MODEL_STORE": str(MODEL_STORE),
-        "GENSERVE_VAR_DIR": str(tmp_path / "var"),
-        **{f"GENSERVE_{name}_PORT": str(port) for name, port in ports.items()},
-        # A dead worker's job is claimed after 3 s; checkpoints every 5 steps.
+    # A dead worker's job is claimed after 3 s; checkpoints every 5 steps.
+    settings = {
         "GENSERVE_JOB_CLAIM_IDLE_SECONDS": "3",
         "GENSERVE_JOB_HEARTBEAT_SECONDS": "0.5",
         "GENSERVE_JOB_CHECKPOINT_EVERY": "5",
         "GENSERVE_TORCH_THREADS": "1",
-        "COLUMNS": "200",
     }
-    env.pop("REDIS_URL", None)
-    up = subprocess.Popen(
-        [sys.executable, "-m", "genserve.cli", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
+    up, ports, output = start_up(tmp_path, settings)
     try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            output.append(line)
-            if "genserve is up" in line:
-                break
-        assert any("genserve is up" in line for line in output), "".join(output)
         before = children_of(up.pid)
         photo, painting = Image.new("RGB", (64, 48), (200, 120, 40)), Image.new("RGB", (32, 32), (20, 40, 200))
         with Client(f"127.0.0.1:{ports['GATEWAY']}", timeout=120) as client:
