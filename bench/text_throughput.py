@@ -38,7 +38,8 @@ from genserve.common.model_store import ModelStore
 from genserve.testing import ServerProcess
 from genserve.text.checkpoint import load_checkpoint
 from genserve.text.decoding import batch_decoder
-from genserve.text.sampling import BatchControls, SamplingConfig, choose_tokens
+from genserve.text.protocol import SamplingConfig
+from genserve.text.sampling import BatchControls, choose_tokens
 from genserve.v1 import text_pb2, text_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
