@@ -54,7 +54,7 @@ def config(
 
 @app.command()
 def health(
-    address: str = typer.Option("127.0.0.1:50051", help="host:port of any genserve process."),
+    address: str = typer.Argument("127.0.0.1:50051", help="host:port of any genserve process."),
     service: str = typer.Option("", help="Service name; empty = the whole server."),
     timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
 ) -> None:
