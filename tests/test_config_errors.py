@@ -49,6 +49,16 @@ def serve(role: str, env: dict[str, str], tmp_path: Path) -> subprocess.Complete
             "GENSERVE_API_KEYS entry 2 has an empty name or key",
         ),
         (
+            "gateway",
+            {"GENSERVE_TLS_CERT_FILE": "cert.pem"},
+            "GENSERVE_TLS_CERT_FILE and GENSERVE_TLS_KEY_FILE go together",
+        ),
+        (
+            "gateway",
+            {"GENSERVE_API_KEYS_FILE": "absent-keys"},
+            "GENSERVE_API_KEYS_FILE absent-keys cannot be read",
+        ),
+        (
             "worker",
             {"REDIS_URL": "redis://127.0.0.1:1/0", "GENSERVE_JOB_HEARTBEAT_SECONDS": "30"},
             "GENSERVE_JOB_HEARTBEAT_SECONDS (30.0) must be under half of GENSERVE_JOB_CLAIM_IDLE_SECONDS",

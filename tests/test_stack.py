@@ -6,15 +6,18 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from genserve.client import Client, JobEventKind, JobState
 from genserve.common.processes import free_ports, port_is_free
-from genserve.stack import RestartPolicy
+from genserve.stack import RestartPolicy, StackError, parse_replicas
 from genserve.v1 import text_pb2, text_pb2_grpc
 from tests.conftest import MODEL_STORE, wait_for
 
@@ -22,10 +25,11 @@ ROLES = ("GATEWAY", "TEXT", "VISION", "LATENT", "WORKER")
 
 
 def start_up(
-    tmp_path: Path, settings: Mapping[str, str] | None = None
+    tmp_path: Path, settings: Mapping[str, str] | None = None, arguments: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
-    """`genserve up` with every role on free ports and its data under `tmp_path`, plus `settings`;
-    returns once it says it is up: the process, its ports by variable stem, and its output so far."""
+    """`genserve up ARGUMENTS` with every role on free ports and its data under `tmp_path`, plus
+    `settings`; returns once it says it is up: the process, its ports by variable stem, and its
+    output so far."""
     names = [f"{role}{kind}" for role in ROLES for kind in ("", "_METRICS")]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
@@ -38,7 +42,7 @@ def start_up(
     }
     env.pop("REDIS_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "genserve.cli", "up"],
+        [sys.executable, "-m", "genserve.cli", "up", *arguments],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -56,15 +60,34 @@ def start_up(
     return process, ports, output
 
 
+def generate_calls(metrics_port: int) -> float:
+    """Generate calls a text service answered OK, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        families = text_string_to_metric_families(response.read().decode())
+        return sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "genserve_requests_total"
+            and sample.labels.get("method") == "Generate"
+            and sample.labels.get("code") == "OK"
+        )
+
+
 def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    process, ports, output = start_up(tmp_path)
+    process, ports, output = start_up(tmp_path, arguments=("--replicas", "text=2,worker=2"))
     env = {**os.environ, "COLUMNS": "200"}
     try:
         with grpc.insecure_channel(f"127.0.0.1:{ports['GATEWAY']}") as channel:
-            response = text_pb2_grpc.TextServiceStub(channel).Generate(
-                text_pb2.GenerateRequest(prompt="ROMEO:", max_tokens=10, seed=1), timeout=30
-            )
-        assert len(response.completions[0].text) == 10
+            stub = text_pb2_grpc.TextServiceStub(channel)
+            responses = [
+                stub.Generate(text_pb2.GenerateRequest(prompt="ROMEO:", max_tokens=10, seed=1), timeout=30)
+                for _ in range(20)
+            ]
+        assert all(len(response.completions[0].text) == 10 for response in responses)
+        # The second text replica listens on the first one's ports + 10; the gateway spreads over both.
+        spread = [generate_calls(ports["TEXT_METRICS"]), generate_calls(ports["TEXT_METRICS"] + 10)]
+        assert sum(spread) == 20 and min(spread) >= 7, spread
         client = subprocess.run(
             [
                 sys.executable,
@@ -93,7 +116,9 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     text = "".join(output)
     assert process.returncode == 0, text
     assert "gateway  stopped (exit 0)" in text and "text     stopped (exit 0)" in text and "redis    stopped" in text
-    assert all(port_is_free(port) for port in ports.values())
+    assert "text-2   stopped (exit 0)" in text and "worker-2 stopped (exit 0)" in text
+    assert "redis://:***@" in text and "password file under" in text, "the private Redis has a password, not shown"
+    assert all(port_is_free(port) and port_is_free(port + 10) for port in ports.values())
 
 
 def test_a_crashed_child_restarts_later_each_time_and_one_that_keeps_crashing_stops() -> None:
@@ -154,3 +179,24 @@ def test_up_restarts_a_killed_worker_and_its_job_finishes_once(tmp_path: Path) -
     assert any(event.kind == JobEventKind.RESUMED for event in events), "the new worker resumed it"
     assert record.state == JobState.SUCCEEDED and record.attempt == 2 and record.step == 150
     assert up.returncode == 0, text
+
+
+def test_replicas_are_role_counts_and_a_bad_one_is_a_clear_error() -> None:
+    assert parse_replicas("text=2, latent=2,worker=3") == {"text": 2, "latent": 2, "worker": 3}
+    assert parse_replicas("") == {}
+    for wrong, message in (
+        ("gateway=2", "ROLE one of text, vision, latent, worker"),
+        ("text", "is not ROLE=COUNT"),
+        ("text=two", "is not ROLE=COUNT"),
+        ("text=0", "outside 1..8"),
+    ):
+        with pytest.raises(StackError, match=message):
+            parse_replicas(wrong)
+    result = subprocess.run(
+        [sys.executable, "-m", "genserve.cli", "up", "--replicas", "gateway=3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    assert "error: --replicas: 'gateway=3'" in result.stdout

@@ -57,12 +57,17 @@ def health(
     address: str = typer.Argument("127.0.0.1:50051", help="host:port of any genserve process."),
     service: str = typer.Option("", help="Service name; empty = the whole server."),
     timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
+    tls_ca: str = typer.Option("", help="PEM CA (or self-signed certificate) to trust: the port speaks TLS."),
+    tls_server_name: str = typer.Option("", help="Name to check in the certificate (when ADDRESS is an IP)."),
 ) -> None:
     """Exit 0 when the server reports SERVING (for container health checks)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from genserve.common.tls import channel_credentials, open_channel
+
+    credentials = channel_credentials(tls_ca) if tls_ca else None
+    with open_channel(address, credentials, tls_server_name) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

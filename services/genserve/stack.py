@@ -5,6 +5,8 @@ report SERVING on standard gRPC health before the next step. Ctrl-C or SIGTERM s
 children in reverse order (gateway first, so no call reaches a backend that is going away).
 A child that dies while serving is started again, after 1, 2, 4 … seconds (at most 30), with its
 log tail on screen; one that keeps crashing (more than 5 times within a minute) stops the stack.
+`--replicas text=2,worker=3` runs several of a role, each on its role's ports plus 10, 20 …, and
+the gateway spreads calls over a model service's replicas as it would over a cluster's pods.
 """
 
 from __future__ import annotations
@@ -32,10 +34,34 @@ from genserve.common.processes import (
     tail,
     wait_serving,
 )
+from genserve.common.redis_clients import redacted
+from genserve.common.tls import channel_credentials
 
 
 class StackError(RuntimeError):
     """The stack could not start; the message says why and what to do."""
+
+
+SCALABLE_ROLES = ("text", "vision", "latent", "worker")
+MAX_REPLICAS = 8
+REPLICA_PORT_STEP = 10  # replica k (from 0) listens on its role's ports + 10·k
+
+
+def parse_replicas(spec: str) -> dict[str, int]:
+    """'text=2,worker=3' → {'text': 2, 'worker': 3}; roles left out run once."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        role, sep, count = item.partition("=")
+        role = role.strip()
+        if not sep or role not in SCALABLE_ROLES or not count.strip().isdigit():
+            raise StackError(
+                f"--replicas: {item!r} is not ROLE=COUNT with ROLE one of {', '.join(SCALABLE_ROLES)} "
+                "(one gateway fronts them all)"
+            )
+        if not 1 <= int(count) <= MAX_REPLICAS:
+            raise StackError(f"--replicas: {role}={count} is outside 1..{MAX_REPLICAS}")
+        counts[role] = int(count)
+    return counts
 
 
 @dataclass
@@ -61,7 +87,8 @@ class RestartPolicy:
 
 @dataclass
 class Child:
-    name: str
+    name: str  # the role, with -2, -3 … for its further replicas
+    role: str
     port: int
     metrics_port: int
     env: dict[str, str]
@@ -73,7 +100,7 @@ class Child:
     @property
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "genserve.cli", "serve", self.name,
+            sys.executable, "-m", "genserve.cli", "serve", self.role,
             "--grpc-port", str(self.port), "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
 
@@ -88,6 +115,9 @@ class Stack:
     ports: PortSettings
     server: ServerSettings
     report: Callable[[str], None] = print
+    replicas: dict[str, int] = field(default_factory=dict)
+    # With TLS on the gateway, its health is checked trusting its own certificate (self-signed, for 127.0.0.1).
+    gateway_tls_ca: str = ""
     children: list[Child] = field(default_factory=list)
     redis: PrivateRedis | None = None
     redis_url: str = ""
@@ -96,20 +126,36 @@ class Stack:
     def log_dir(self) -> Path:
         return self.stack.var_dir / "logs"
 
-    def _check_ports(self) -> None:
-        wanted = {
-            "GENSERVE_GATEWAY_PORT": self.ports.gateway_port,
-            "GENSERVE_GATEWAY_METRICS_PORT": self.ports.gateway_metrics_port,
-            "GENSERVE_TEXT_PORT": self.ports.text_port,
-            "GENSERVE_TEXT_METRICS_PORT": self.ports.text_metrics_port,
-            "GENSERVE_VISION_PORT": self.ports.vision_port,
-            "GENSERVE_VISION_METRICS_PORT": self.ports.vision_metrics_port,
-            "GENSERVE_LATENT_PORT": self.ports.latent_port,
-            "GENSERVE_LATENT_METRICS_PORT": self.ports.latent_metrics_port,
-            "GENSERVE_WORKER_PORT": self.ports.worker_port,
-            "GENSERVE_WORKER_METRICS_PORT": self.ports.worker_metrics_port,
+    def plan(self) -> list[tuple[str, str, int, int]]:
+        """(name, role, gRPC port, metrics port) of every child, in start order: backends, workers, gateway."""
+        ports = self.ports
+        bases = {
+            "text": (ports.text_port, ports.text_metrics_port),
+            "vision": (ports.vision_port, ports.vision_metrics_port),
+            "latent": (ports.latent_port, ports.latent_metrics_port),
+            "worker": (ports.worker_port, ports.worker_metrics_port),
         }
-        busy = [f"{port} ({env})" for env, port in wanted.items() if not port_is_free(port, self.server.host)]
+        planned = []
+        for role, (port, metrics_port) in bases.items():
+            for k in range(self.replicas.get(role, 1)):
+                step = REPLICA_PORT_STEP * k
+                planned.append((role if k == 0 else f"{role}-{k + 1}", role, port + step, metrics_port + step))
+        planned.append(("gateway", "gateway", ports.gateway_port, ports.gateway_metrics_port))
+        return planned
+
+    def _check_ports(self) -> None:
+        wanted = {}
+        for name, role, port, metrics_port in self.plan():
+            variable = f"GENSERVE_{role.upper()}_PORT"
+            offset = "" if name == role else f"+{port - getattr(self.ports, f'{role}_port')}"
+            wanted[f"{port} ({variable}{offset}, {name})"] = port
+            wanted[f"{metrics_port} ({variable.replace('_PORT', '_METRICS_PORT')}{offset}, {name})"] = metrics_port
+        if len(set(wanted.values())) < len(wanted):
+            raise StackError(
+                f"two processes would share a port ({', '.join(wanted)}): replicas take their role's ports "
+                f"plus {REPLICA_PORT_STEP}, {2 * REPLICA_PORT_STEP} …; set GENSERVE_*_PORT further apart"
+            )
+        busy = [label for label, port in wanted.items() if not port_is_free(port, self.server.host)]
         if busy:
             raise StackError(
                 f"ports already in use: {', '.join(busy)}. Stop what uses them (another `genserve up`?) "
@@ -121,22 +167,25 @@ class Stack:
             try:
                 redis.Redis.from_url(self.stack.redis_url).ping()
             except redis.RedisError as error:
-                raise StackError(f"REDIS_URL={self.stack.redis_url} does not answer: {error}") from None
+                raise StackError(f"REDIS_URL={redacted(self.stack.redis_url)} does not answer: {error}") from None
             self.redis_url = self.stack.redis_url
-            self.report(f"redis    external {self.redis_url}")
+            self.report(f"redis    external {redacted(self.redis_url)}")
             return
         self.redis = PrivateRedis(self.stack.var_dir / "redis")
         self.redis_url = self.redis.start()
-        self.report(f"redis    {self.redis_url} (AOF under {self.redis.data_dir})")
+        self.report(f"redis    {redacted(self.redis_url)} (AOF and password file under {self.redis.data_dir})")
 
     def _child_env(self) -> dict[str, str]:
+        def addresses(role: str) -> str:
+            return ",".join(f"127.0.0.1:{port}" for _, planned, port, _ in self.plan() if planned == role)
+
         env = dict(os.environ)
         env.update(
             {
                 "REDIS_URL": self.redis_url,
-                "GENSERVE_TEXT_ADDR": f"127.0.0.1:{self.ports.text_port}",
-                "GENSERVE_VISION_ADDR": f"127.0.0.1:{self.ports.vision_port}",
-                "GENSERVE_LATENT_ADDR": f"127.0.0.1:{self.ports.latent_port}",
+                "GENSERVE_TEXT_ADDR": addresses("text"),
+                "GENSERVE_VISION_ADDR": addresses("vision"),
+                "GENSERVE_LATENT_ADDR": addresses("latent"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -144,31 +193,22 @@ class Stack:
         env.setdefault("GENSERVE_SHUTDOWN_NOTICE_SECONDS", "0")
         return env
 
-    def _launch(self, name: str, port: int, metrics_port: int) -> Child:
-        child = Child(name, port, metrics_port, self._child_env(), self.log_dir / f"{name}.log")
-        child.process = spawn(child.command, child.log_path, child.env)
-        self.children.append(child)
-        return child
-
     def start(self) -> None:
         self._check_ports()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._start_redis()
         deadline = time.monotonic() + self.stack.start_timeout_seconds
-        for name, port, metrics_port in (
-            ("text", self.ports.text_port, self.ports.text_metrics_port),
-            ("vision", self.ports.vision_port, self.ports.vision_metrics_port),
-            ("latent", self.ports.latent_port, self.ports.latent_metrics_port),
-            ("worker", self.ports.worker_port, self.ports.worker_metrics_port),
-            ("gateway", self.ports.gateway_port, self.ports.gateway_metrics_port),
-        ):
+        for name, role, port, metrics_port in self.plan():
             started = time.monotonic()
-            child = self._launch(name, port, metrics_port)
-            assert child.process is not None
+            child = Child(name, role, port, metrics_port, self._child_env(), self.log_dir / f"{name}.log")
+            child.process = spawn(child.command, child.log_path, child.env)
+            self.children.append(child)
+            tls = channel_credentials(self.gateway_tls_ca) if role == "gateway" and self.gateway_tls_ca else None
             try:
-                wait_serving(child.address, child.process, child.log_path, deadline - time.monotonic(), name)
+                wait_serving(child.address, child.process, child.log_path, deadline - time.monotonic(), name, tls)
             except StartError as error:
-                raise StackError(f"{error} (GENSERVE_START_TIMEOUT_SECONDS bounds the wait)") from None
+                hint = " With TLS the certificate must be valid for 127.0.0.1 and self-signed." if tls else ""
+                raise StackError(f"{error} (GENSERVE_START_TIMEOUT_SECONDS bounds the wait.{hint})") from None
             self.report(
                 f"{name:<8} SERVING on {child.address} in {time.monotonic() - started:.1f}s "
                 f"· metrics http://127.0.0.1:{metrics_port}/metrics · log {child.log_path}"

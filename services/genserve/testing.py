@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+import grpc
 import redis
 
 from genserve.common.processes import PrivateRedis, StartError, free_ports, spawn, stop_process, wait_serving
@@ -31,10 +32,18 @@ class ServerProcess:
 
     `env` is added to this process's environment (settings such as GENSERVE_MODEL_STORE and
     REDIS_URL); the child's output goes to `log_dir/ROLE-PORT.log`. Raises StartError (with the
-    log's tail) when the child exits or is not SERVING within `timeout` seconds.
+    log's tail) when the child exits or is not SERVING within `timeout` seconds. A gateway that
+    serves TLS (GENSERVE_TLS_CERT_FILE in `env`) is checked with `credentials`.
     """
 
-    def __init__(self, role: str, log_dir: Path, env: Mapping[str, str], timeout: float = 120) -> None:
+    def __init__(
+        self,
+        role: str,
+        log_dir: Path,
+        env: Mapping[str, str],
+        timeout: float = 120,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.role = role
         self.port, self.metrics_port = free_ports(2)
         self.log_path = log_dir / f"{role}-{self.port}.log"
@@ -44,7 +53,7 @@ class ServerProcess:
         ]  # fmt: skip
         self.process = spawn(command, self.log_path, {**os.environ, "PYTHONUNBUFFERED": "1", **env})
         try:
-            wait_serving(self.address, self.process, self.log_path, timeout, role)
+            wait_serving(self.address, self.process, self.log_path, timeout, role, credentials)
         except StartError:
             self.stop()
             raise

@@ -163,13 +163,6 @@ def test_an_api_key_is_required_and_checked(stack: Stack) -> None:
         assert refused.value.code == "UNAUTHENTICATED"
 
 
-def test_tls_is_refused_until_it_is_built() -> None:
-    import grpc
-
-    with pytest.raises(NotImplementedError, match="planned"):
-        Client("127.0.0.1:1", credentials=grpc.ssl_channel_credentials())
-
-
 def test_image_results_decode_to_pil(client: Client) -> None:
     image = client.sample(1, model=LATENT_MODEL, seed=1).images[0]
     assert Image.open(io.BytesIO(image.png)).size == image.image().size == (image.width, image.height)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,24 +15,28 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genserve.gateway.forward import channel_target
 from genserve.testing import ServerProcess
-from genserve.v1 import text_pb2, text_pb2_grpc
+from genserve.v1 import latent_pb2, latent_pb2_grpc, text_pb2, text_pb2_grpc
 from tests.conftest import start_role, wait_for
 
 REQUEST = text_pb2.GenerateRequest(prompt="ROMEO:", max_tokens=2, seed=1)
 
 
-def generate_calls(replica: ServerProcess) -> float:
-    """Generate calls this replica answered OK, from its /metrics."""
+def answered(replica: ServerProcess, service: str = "genserve.v1.TextService", method: str = "Generate") -> float:
+    """Calls of `method` this replica answered OK, from its /metrics."""
     for family in text_string_to_metric_families(replica.metrics()):
         for sample in family.samples:
             labels = sample.labels
             if (
                 sample.name == "genserve_requests_total"
-                and labels.get("method") == "Generate"
-                and (labels.get("code") == "OK" and labels.get("service") == "genserve.v1.TextService")
+                and labels.get("method") == method
+                and (labels.get("code") == "OK" and labels.get("service") == service)
             ):
                 return sample.value
     return 0.0
+
+
+def generate_calls(replica: ServerProcess) -> float:
+    return answered(replica)
 
 
 def not_serving(replica: ServerProcess) -> bool:
@@ -41,6 +46,24 @@ def not_serving(replica: ServerProcess) -> bool:
         except grpc.RpcError:
             return True
     return reply.status != health_pb2.HealthCheckResponse.SERVING
+
+
+def test_latent_calls_spread_over_two_replicas(tmp_path: Path) -> None:
+    latents = [start_role("latent", tmp_path) for _ in range(2)]
+    try:
+        gateway = start_role("gateway", tmp_path, {"GENSERVE_LATENT_ADDR": ",".join(r.address for r in latents)})
+        try:
+            with grpc.insecure_channel(gateway.address) as channel:
+                stub = latent_pb2_grpc.LatentServiceStub(channel)
+                for seed in range(120):
+                    stub.Sample(latent_pb2.SampleRequest(model="mnist-vae-16d", n=1, seed=seed), timeout=10)
+        finally:
+            gateway.stop()
+        counts = [answered(r, "genserve.v1.LatentService", "Sample") for r in latents]
+        assert sum(counts) == 120 and min(counts) >= 0.7 * max(counts), counts
+    finally:
+        for replica in latents:
+            replica.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import numpy as np
 from genserve.client import requests, results
 from genserve.client.errors import GenserveClientError, Unavailable, error_from, status_of
 from genserve.client.images import ImageInput, ImageResult
-from genserve.client.settings import CHANNEL_OPTIONS, ReconnectHook, Retry, check_credentials, key_metadata
+from genserve.client.settings import CHANNEL_OPTIONS, ReconnectHook, Retry, key_metadata, tls_options
 from genserve.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,
@@ -45,13 +45,17 @@ class AsyncClient:
         timeout: float | None = 60.0,
         retry: Retry | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        server_name: str = "",
     ) -> None:
-        check_credentials(credentials)
         self.address = address
         self.timeout = timeout
         self.retry = retry or Retry()
         self._metadata = key_metadata(api_key)
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = (
+            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if credentials is None
+            else grpc.aio.secure_channel(address, credentials, options=tls_options(server_name))
+        )
         self._text = text_pb2_grpc.TextServiceStub(self._channel)
         self._vision = vision_pb2_grpc.VisionServiceStub(self._channel)
         self._latent = latent_pb2_grpc.LatentServiceStub(self._channel)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 # Images and latent batches can be large; the gateway's own limits are what bound them.
 MESSAGE_LIMIT = 64 * 1024 * 1024
@@ -48,10 +47,6 @@ def key_metadata(api_key: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
 
-def check_credentials(credentials: Any) -> None:
-    """TLS is planned, not built: the gateway serves plain gRPC on loopback or behind a proxy today."""
-    if credentials is not None:
-        raise NotImplementedError(
-            "TLS channels are planned but not supported yet: leave `credentials` unset and reach the gateway "
-            "over loopback, a private network or a TLS-terminating proxy"
-        )
+def tls_options(server_name: str) -> list[tuple[str, object]]:
+    """Channel options of a TLS channel that checks the certificate for `server_name`."""
+    return [*CHANNEL_OPTIONS, *([("grpc.ssl_target_name_override", server_name)] if server_name else [])]

@@ -48,6 +48,7 @@ def serve(
     configure_logging(server_settings.log_level)
     metrics = Metrics()
     redis_url = from_env(StackSettings).redis_url
+    credentials = None
     instance: Role
     if role is RoleName.text:
         from genserve.text.role import TextRole
@@ -74,12 +75,14 @@ def serve(
         )
         default_port, default_metrics = ports.worker_port, ports.worker_metrics_port
     else:
+        from genserve.common.tls import server_credentials
         from genserve.gateway.role import GatewayRole
 
+        gateway_settings = from_env(GatewaySettings)
+        credentials = server_credentials(gateway_settings.tls_cert_file, gateway_settings.tls_key_file)
         instance = GatewayRole(
-            server_settings, from_env(GatewaySettings), metrics, from_env(JobSettings), from_env(ImageSettings),
-            redis_url,
-        )  # fmt: skip
+            server_settings, gateway_settings, metrics, from_env(JobSettings), from_env(ImageSettings), redis_url
+        )
         default_port, default_metrics = ports.gateway_port, ports.gateway_metrics_port
     failure = asyncio.run(
         serve_until_signalled(
@@ -88,6 +91,7 @@ def serve(
             default_port if grpc_port is None else grpc_port,
             metrics,
             default_metrics if metrics_port is None else metrics_port,
+            credentials,
         )
     )
     if failure:

@@ -2,37 +2,53 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 
-def up() -> None:
+def up(
+    replicas: Annotated[
+        str,
+        typer.Option(
+            help="Run several of a role, e.g. text=2,latent=2,worker=2; the gateway spreads calls over them.",
+            show_default=False,
+        ),
+    ] = "",
+) -> None:
     """Start Redis, the backends and the gateway; wait for health; serve until Ctrl-C."""
     from rich.console import Console
     from rich.panel import Panel
 
-    from genserve.common.config import PortSettings, ServerSettings, StackSettings, from_env
-    from genserve.stack import Stack, run_stack
+    from genserve.common.config import GatewaySettings, PortSettings, ServerSettings, StackSettings, from_env
+    from genserve.common.redis_clients import redacted
+    from genserve.stack import Stack, StackError, parse_replicas, run_stack
 
     console = Console(highlight=False)
+    try:
+        counts = parse_replicas(replicas)
+    except StackError as error:
+        console.print(f"error: {error}")
+        raise typer.Exit(2) from None
     stack = Stack(
         stack=from_env(StackSettings),
         ports=from_env(PortSettings),
         server=from_env(ServerSettings),
         report=console.print,
+        replicas=counts,
+        gateway_tls_ca=from_env(GatewaySettings).tls_cert_file,
     )
 
     def announce(ready: Stack) -> None:
         gateway = f"127.0.0.1:{ready.ports.gateway_port}"
+        metrics = ", ".join(f"http://127.0.0.1:{child.metrics_port}/metrics ({child.name})" for child in ready.children)
+        kept = "" if ready.redis is None else f" (password in {ready.redis.data_dir}/password)"
         console.print(
             Panel.fit(
                 f"[bold green]genserve is up[/]\n\n"
                 f"gateway (gRPC)  {gateway}\n"
-                f"metrics         http://127.0.0.1:{ready.ports.gateway_metrics_port}/metrics (gateway), "
-                f"http://127.0.0.1:{ready.ports.text_metrics_port}/metrics (text), "
-                f"http://127.0.0.1:{ready.ports.vision_metrics_port}/metrics (vision), "
-                f"http://127.0.0.1:{ready.ports.latent_metrics_port}/metrics (latent), "
-                f"http://127.0.0.1:{ready.ports.worker_metrics_port}/metrics (worker)\n"
-                f"redis           {ready.redis_url}\n"
+                f"metrics         {metrics}\n"
+                f"redis           {redacted(ready.redis_url)}{kept}\n"
                 f"logs            {ready.log_dir}/\n\n"
                 f"Try it from another terminal:\n"
                 f'  .venv/bin/genserve client text "ROMEO:" --max-tokens 200 --address {gateway}\n'

@@ -228,8 +228,21 @@ class GatewaySettings:
     api_keys: str = setting(
         "GENSERVE_API_KEYS",
         "",
-        "Comma-separated API keys, each `key` or `name:key`. Empty = no authentication (logged as a warning).",
+        "Comma-separated API keys, each `key` or `name:key`. With no keys here or in GENSERVE_API_KEYS_FILE, "
+        "no authentication (logged as a warning).",
     )
+    api_keys_file: str = setting(
+        "GENSERVE_API_KEYS_FILE",
+        "",
+        "File of API keys, one `key` or `name:key` per line (# comments), e.g. a mounted Secret; added to "
+        "GENSERVE_API_KEYS and read again when it changes (key rotation without a restart).",
+    )
+    tls_cert_file: str = setting(
+        "GENSERVE_TLS_CERT_FILE",
+        "",
+        "PEM certificate chain: the gateway's public port speaks TLS (with GENSERVE_TLS_KEY_FILE). Empty = plaintext.",
+    )
+    tls_key_file: str = setting("GENSERVE_TLS_KEY_FILE", "", "PEM private key of GENSERVE_TLS_CERT_FILE.")
     text_addr: str = setting(
         "GENSERVE_TEXT_ADDR",
         "127.0.0.1:50061",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +22,8 @@ from typing import IO
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from genserve.common.tls import open_channel
 
 PR_SET_PDEATHSIG = 1
 
@@ -116,11 +119,16 @@ class StartError(RuntimeError):
 
 
 def wait_serving(
-    address: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float, name: str = "server"
+    address: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float,
+    name: str = "server",
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
-    """Poll standard gRPC health until SERVING; fail early if the process exits."""
+    """Poll standard gRPC health until SERVING (over TLS with `credentials`); fail early if the process exits."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if process.poll() is not None:
@@ -168,9 +176,12 @@ def redis_server_binary() -> str:
 
 
 class PrivateRedis:
-    """A redis-server of our own on a free loopback port, with append-only durability.
+    """A redis-server of our own on a free loopback port, with append-only durability and a password.
 
-    AOF with appendfsync everysec: a crash loses at most about one second of writes.
+    AOF with appendfsync everysec: a crash loses at most about one second of writes. The password
+    is random, made once per data folder and kept there (mode 0600) beside the AOF, so a restart on
+    the same folder takes the same one; it reaches redis-server through a config file, not the
+    command line, where any local user could read it.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
@@ -178,19 +189,38 @@ class PrivateRedis:
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
+        self.password = ""
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"
 
+    def _private_file(self, name: str, text: str) -> Path:
+        path = self.data_dir / name
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def _password(self) -> str:
+        kept = self.data_dir / "password"
+        if kept.exists():
+            return kept.read_text(encoding="utf-8").strip()
+        password = secrets.token_urlsafe(24)
+        self._private_file("password", password + "\n")
+        return password
+
     def start(self, timeout: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.password = self._password()
+        config = self._private_file("redis.conf", f"requirepass {self.password}\n")
         command = [
             redis_server_binary(),
+            str(config.resolve()),
             "--bind", self.host,
             "--port", str(self.port),
             "--dir", str(self.data_dir.resolve()),

@@ -40,6 +40,16 @@ def async_client(url: str) -> aioredis.Redis:
     )
 
 
+def redacted(url: str) -> str:
+    """The URL as logs and messages may show it: any password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}:***@{location}" if colon else f"{scheme}://***@{location}"
+
+
 def text_of(value: bytes | str | None) -> str:
     """A Redis reply (bytes, or str from a decoding client) as str; None as ""."""
     if value is None:

@@ -68,6 +68,20 @@ class RunningServer:
         await self.role.stop()
 
 
+# gRPC core holds calls that arrive faster than the application takes them, and beyond 1,000
+# waiting it starts to drop them at random (all beyond 3,000) with a bare CANCELLED that no
+# interceptor sees or counts. A burst of a few thousand calls is normal for a gateway, and each
+# role has its own limits that answer RESOURCE_EXHAUSTED with a message, so core's threshold is
+# moved far past them: every call reaches the application, is answered and is counted.
+PENDING_CALLS_SOFT_LIMIT = 50_000
+PENDING_CALLS_HARD_LIMIT = 100_000
+SERVER_OPTIONS = [
+    ("grpc.server.max_pending_requests", PENDING_CALLS_SOFT_LIMIT),
+    ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_HARD_LIMIT),
+    ("grpc.so_reuseport", 0),
+]
+
+
 def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -81,15 +95,17 @@ async def start_server(
     port: int,
     metrics: Metrics,
     metrics_port: int | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
     """Bind, start serving (health NOT_SERVING), run `role.start()`, then report SERVING.
 
-    port 0 binds a free port (tests); the bound port is in the result.
+    port 0 binds a free port (tests); the bound port is in the result. With `credentials` the
+    port speaks TLS.
     """
     server = grpc.aio.server(
         # The error/metrics interceptor is outermost, so it also maps what inner ones raise.
         interceptors=[ServerInterceptor(metrics), *role.interceptors()],
-        options=[*channel_options(settings), ("grpc.so_reuseport", 0)],
+        options=[*channel_options(settings), *SERVER_OPTIONS],
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -102,7 +118,8 @@ async def start_server(
     for name in names:
         metrics.init_service(name, _methods_of(name))
     try:
-        bound = server.add_insecure_port(f"{settings.host}:{port}")
+        listen = f"{settings.host}:{port}"
+        bound = server.add_insecure_port(listen) if credentials is None else server.add_secure_port(listen, credentials)
     except RuntimeError:
         bound = 0
     if bound == 0:
@@ -118,7 +135,7 @@ async def start_server(
             raise StartError(
                 f"{role.name}: could not serve /metrics on {settings.host}:{metrics_port}: {error}"
             ) from None
-    log.info("%s: gRPC on %s:%d, loading", role.name, settings.host, bound)
+    log.info("%s: gRPC%s on %s:%d, loading", role.name, "" if credentials is None else " (TLS)", settings.host, bound)
     try:
         await role.start()
     except BaseException:
@@ -145,13 +162,14 @@ async def serve_until_signalled(
     port: int,
     metrics: Metrics,
     metrics_port: int | None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> str | None:
     """Run `role` until SIGTERM or SIGINT, then shut down gracefully; returns its failure, if any."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_server(role, settings, port, metrics, metrics_port)
+    running = await start_server(role, settings, port, metrics, metrics_port, credentials)
     await stop.wait()
     log.info("%s: stopping (grace %.0fs)", role.name, settings.shutdown_grace_seconds)
     await running.shutdown()

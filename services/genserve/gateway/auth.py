@@ -1,10 +1,11 @@
 """API-key authentication and the gateway's admission limit.
 
 Clients send `authorization: Bearer <key>` (or `x-api-key: <key>`). Keys come from
-GENSERVE_API_KEYS as `key` or `name:key`; the caller's principal (the name, or a short hash of
-an unnamed key) is forwarded to backends and owns what the caller creates. With no keys
-configured the gateway is open and says so loudly at start-up. Health and reflection are never
-gated, so probes and grpcurl work without a key.
+GENSERVE_API_KEYS as `key` or `name:key`, and from GENSERVE_API_KEYS_FILE (one per line), a file
+read again when it changes so a rotated Secret takes effect without a restart. The caller's
+principal (the name, or a short hash of an unnamed key) is forwarded to backends and owns what
+the caller creates. With no keys configured the gateway is open and says so loudly at start-up.
+Health and reflection are never gated, so probes and grpcurl work without a key.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -25,50 +29,114 @@ from genserve.common.interceptors import WrappingInterceptor
 from genserve.common.metrics import Metrics
 
 log = logging.getLogger(__name__)
+KEYS_FILE_RECHECK_SECONDS = 1.0  # a rotated key works (and a revoked one stops) within this long
 
 
 @dataclass(frozen=True)
 class ApiKey:
     principal: str
-    secret: str
+    # Only a digest is kept: equal-length digests compare in constant time whatever the key lengths.
+    digest: bytes
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _parse_entry(item: str, where: str) -> ApiKey:
+    name, sep, secret = item.partition(":")
+    if not sep:
+        name, secret = "key-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
+    if not name or not secret:
+        # The entry itself is not echoed: it may hold most of a secret.
+        raise ConfigError(f"{where} has an empty name or key; each entry must be 'key' or 'name:key'")
+    return ApiKey(name, _digest(secret))
 
 
 def parse_api_keys(spec: str) -> list[ApiKey]:
     """'alice:s3cret, b0b-key' → keys; an unnamed key's principal is a hash prefix of it."""
+    entries = [(position, raw.strip()) for position, raw in enumerate(spec.split(","), start=1)]
+    return [_parse_entry(item, f"GENSERVE_API_KEYS entry {position}") for position, item in entries if item]
+
+
+def read_keys_file(path: Path) -> list[ApiKey]:
+    """One `key` or `name:key` per line; blank lines and `#` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"GENSERVE_API_KEYS_FILE {path} cannot be read: {error}") from None
     keys = []
-    for position, raw in enumerate(spec.split(","), start=1):
-        item = raw.strip()
-        if not item:
-            continue
-        name, sep, secret = item.partition(":")
-        if not sep:
-            name, secret = "key-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
-        if not name or not secret:
-            # The entry itself is not echoed: it may hold most of a secret.
-            raise ConfigError(
-                f"GENSERVE_API_KEYS entry {position} has an empty name or key; each comma-separated entry "
-                "must be 'key' or 'name:key'"
-            )
-        keys.append(ApiKey(name, secret))
+    for number, line in enumerate(text.splitlines(), start=1):
+        item = line.strip()
+        if item and not item.startswith("#"):
+            keys.append(_parse_entry(item, f"GENSERVE_API_KEYS_FILE {path} line {number}"))
     return keys
+
+
+class KeyRing:
+    """The keys that are valid now: the fixed ones plus those of the keys file as it reads today."""
+
+    def __init__(self, spec: str, keys_file: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.fixed = parse_api_keys(spec)
+        self.path = Path(keys_file) if keys_file else None
+        self.clock = clock
+        self.from_file: list[ApiKey] = []
+        self.stamp: tuple[int, int, int] | None = None
+        self.checked_at = clock()
+        if self.path is not None:
+            # A missing or malformed file at start-up is a configuration error, not an open gateway.
+            self.from_file = read_keys_file(self.path)
+            self.stamp = self._stamp(self.path)
+
+    @property
+    def enabled(self) -> bool:
+        """Authentication is on once any key source is configured, even if the file is empty now."""
+        return bool(self.fixed) or self.path is not None
+
+    def current(self) -> list[ApiKey]:
+        self._refresh()
+        return [*self.fixed, *self.from_file]
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int, int]:
+        # A Secret volume swaps a symlink on update: the followed file's inode changes, not only its mtime.
+        status = os.stat(path)
+        return status.st_ino, status.st_mtime_ns, status.st_size
+
+    def _refresh(self) -> None:
+        now = self.clock()
+        if self.path is None or now - self.checked_at < KEYS_FILE_RECHECK_SECONDS:
+            return
+        self.checked_at = now
+        try:
+            stamp = self._stamp(self.path)
+            if stamp == self.stamp:
+                return
+            self.from_file = read_keys_file(self.path)
+            self.stamp = stamp
+        except (OSError, ConfigError) as error:
+            # Mid-rotation or a typo: keep serving with the keys read last rather than lock everyone out.
+            log.error("API keys file not reloaded, the %d keys read before stay valid: %s", len(self.from_file), error)
+            return
+        log.info("API keys file %s read again: %d keys", self.path, len(self.from_file))
 
 
 class Gatekeeper(WrappingInterceptor):
     """Authenticates every public call and bounds how many run at once."""
 
-    def __init__(self, keys: list[ApiKey], max_concurrent: int, metrics: Metrics) -> None:
-        self.keys = keys
+    def __init__(self, keys: KeyRing, max_concurrent: int, metrics: Metrics) -> None:
+        self.key_ring = keys
         self.max_concurrent = max_concurrent
         self.metrics = metrics
         self.in_flight = 0
-        if not keys:
+        if not keys.enabled:
             log.warning(
-                "GENSERVE_API_KEYS is empty: the gateway accepts calls WITHOUT authentication. "
-                "Set GENSERVE_API_KEYS before exposing it beyond this machine."
+                "GENSERVE_API_KEYS and GENSERVE_API_KEYS_FILE are empty: the gateway accepts calls WITHOUT "
+                "authentication. Set one of them before exposing it beyond this machine."
             )
 
     def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
-        if not self.keys:
+        if not self.key_ring.enabled:
             return ANONYMOUS
         presented = None
         for key, value in metadata or ():
@@ -80,9 +148,14 @@ class Gatekeeper(WrappingInterceptor):
         if presented is None:
             self.metrics.auth_failures.labels("missing").inc()
             raise Unauthenticated("missing API key: send metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'")
-        for api_key in self.keys:
-            if hmac.compare_digest(api_key.secret.encode(), presented.encode()):
-                return api_key.principal
+        digest = _digest(presented)
+        principal = None
+        # Every key is compared, so the time taken does not tell which one (or how much of one) matched.
+        for api_key in self.key_ring.current():
+            if hmac.compare_digest(api_key.digest, digest) and principal is None:
+                principal = api_key.principal
+        if principal is not None:
+            return principal
         self.metrics.auth_failures.labels("invalid").inc()
         raise Unauthenticated("invalid API key")
 

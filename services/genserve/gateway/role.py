@@ -13,7 +13,7 @@ from genserve.common.config import GatewaySettings, ImageSettings, JobSettings, 
 from genserve.common.errors import Unavailable
 from genserve.common.metrics import Metrics
 from genserve.common.redis_clients import async_client
-from genserve.gateway.auth import Gatekeeper, parse_api_keys
+from genserve.gateway.auth import Gatekeeper, KeyRing
 from genserve.gateway.catalog import GatewayCatalogServicer
 from genserve.gateway.forward import Backend, CallPolicy, forwarding_handler
 from genserve.jobs.queue import JobQueue
@@ -53,7 +53,9 @@ class GatewayRole:
             (latent_pb2.DESCRIPTOR.services_by_name["LatentService"], "latent", gateway.latent_addr),
         ]
         self.backends: list[Backend] = []
-        self.gatekeeper = Gatekeeper(parse_api_keys(gateway.api_keys), gateway.max_concurrent_calls, metrics)
+        self.gatekeeper = Gatekeeper(
+            KeyRing(gateway.api_keys, gateway.api_keys_file), gateway.max_concurrent_calls, metrics
+        )
 
     def service_names(self) -> list[str]:
         return [

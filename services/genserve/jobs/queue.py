@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from genserve.common.config import JobSettings
 from genserve.common.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
-from genserve.common.redis_clients import text_of
+from genserve.common.redis_clients import redacted, text_of
 from genserve.jobs import scripts
 from genserve.jobs.records import (
     ACTIVE,
@@ -80,7 +80,9 @@ class JobQueue:
         self._ensure_group = client.register_script(scripts.ENSURE_GROUP)
 
     def unavailable(self, error: RedisError) -> Unavailable:
-        return Unavailable(f"the job store (Redis at {self.redis_url}) is unavailable: {error}; retry shortly")
+        return Unavailable(
+            f"the job store (Redis at {redacted(self.redis_url)}) is unavailable: {error}; retry shortly"
+        )
 
     async def ensure_group(self) -> None:
         """The queue stream and the workers' consumer group, made if missing."""

@@ -20,7 +20,7 @@ from genserve.common.devices import configure_torch, pick_device
 from genserve.common.errors import Unavailable
 from genserve.common.metrics import Metrics
 from genserve.common.model_store import ModelStore
-from genserve.common.redis_clients import sync_client
+from genserve.common.redis_clients import redacted, sync_client
 from genserve.jobs.worker import JobWorker
 from genserve.vision.backbones import VGG16Features
 from genserve.vision.weights import load_from_store
@@ -79,7 +79,7 @@ class WorkerRole:
                 loop.call_soon_threadsafe(ready.set_exception, error)
                 return
             loop.call_soon_threadsafe(ready.set_result, None)
-            log.info("worker %s: ready, taking jobs from %s", worker.consumer, self.redis_url)
+            log.info("worker %s: ready, taking jobs from %s", worker.consumer, redacted(self.redis_url))
             try:
                 worker.run()
             except BaseException as error:  # a bug: fail loudly, the supervisor restarts the worker
