@@ -464,7 +464,10 @@ def test_dev_overlay_does_not_build_without_its_secret_files(kustomize: list[str
 
 
 def test_no_secret_file_is_committed() -> None:
-    listing = subprocess.run(["git", "ls-files", "deploy/k8s"], cwd=ROOT, capture_output=True, text=True, check=False)
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not on PATH")
+    listing = subprocess.run([git, "ls-files", "deploy/k8s"], cwd=ROOT, capture_output=True, text=True, check=False)
     if listing.returncode != 0:
         pytest.skip(f"not a git checkout: {listing.stderr.strip()}")
     listed = listing.stdout.split()
