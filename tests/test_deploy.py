@@ -41,25 +41,6 @@ def test_compose_runs_known_roles_with_known_settings() -> None:
     assert compose["services"]["gateway"]["ports"] == [f"{PORTS.gateway_port}:{PORTS.gateway_port}"]
 
 
-def test_kubernetes_manifests_parse_and_match_ports() -> None:
-    k8s = ROOT / "deploy" / "k8s"
-    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
-    documents = [doc for name in kustomization["resources"] for doc in yaml.safe_load_all((k8s / name).read_text())]
-    kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in documents}
-    assert {("Deployment", role) for role in GRPC_PORTS} | {("StatefulSet", "redis")} <= kinds
-    config = next(doc for doc in documents if doc["kind"] == "ConfigMap")
-    assert set(config["data"]) <= KNOWN_VARIABLES
-    for doc in documents:
-        if doc["kind"] != "Deployment":
-            continue
-        role = doc["metadata"]["name"]
-        container = doc["spec"]["template"]["spec"]["containers"][0]
-        assert container["args"] == ["serve", role]
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": GRPC_PORTS[role], "metrics": METRICS_PORTS[role]}
-        assert container["readinessProbe"]["grpc"]["port"] == GRPC_PORTS[role]
-
-
 def test_prometheus_scrapes_every_metrics_port() -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
