@@ -1,4 +1,5 @@
-"""docker-compose, Kubernetes and Prometheus files agree with the code they deploy."""
+"""Kubernetes files agree with the code they deploy (docker-compose, the image and Prometheus:
+tests/deploy/test_container.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from pathlib import Path
 
 import yaml
 
-from genserve.commands.serve import RoleName
 from genserve.common.config import ALL_SETTINGS, PortSettings, describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,19 +28,6 @@ METRICS_PORTS = {
 }
 
 
-def test_compose_runs_known_roles_with_known_settings() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    roles = {name: spec for name, spec in compose["services"].items() if spec.get("command", [None])[0] == "serve"}
-    assert set(roles) == {r.value for r in RoleName}
-    for name, spec in roles.items():
-        assert spec["command"] == ["serve", name]
-        for variable in spec["environment"]:
-            assert variable in KNOWN_VARIABLES, variable
-        health = spec["healthcheck"]["test"]
-        assert health[-1] == f"127.0.0.1:{GRPC_PORTS[name]}"
-    assert compose["services"]["gateway"]["ports"] == [f"{PORTS.gateway_port}:{PORTS.gateway_port}"]
-
-
 def test_kubernetes_manifests_parse_and_match_ports() -> None:
     k8s = ROOT / "deploy" / "k8s"
     kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
@@ -58,9 +45,3 @@ def test_kubernetes_manifests_parse_and_match_ports() -> None:
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports == {"grpc": GRPC_PORTS[role], "metrics": METRICS_PORTS[role]}
         assert container["readinessProbe"]["grpc"]["port"] == GRPC_PORTS[role]
-
-
-def test_prometheus_scrapes_every_metrics_port() -> None:
-    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
-    assert targets == {f"{role}:{port}" for role, port in METRICS_PORTS.items()}
