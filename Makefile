@@ -79,8 +79,8 @@ up: models
 	$(BIN)/genserve up
 
 lint: install
-	$(BIN)/ruff check services tests bench
-	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check services tests bench deploy
+	$(BIN)/ruff format --check services tests bench deploy
 
 typecheck: install
 	$(BIN)/mypy

@@ -311,3 +311,15 @@ def test_prometheus_config_passes_promtool() -> None:
         [promtool(), "check", "config", str(PROMETHEUS)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_smoke_script_says_plainly_when_it_cannot_run() -> None:
+    script = ROOT / "deploy" / "compose_smoke.py"
+    docker_usable = shutil.which("docker") is not None and (
+        subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    )
+    if docker_usable:
+        pytest.skip(f"a Docker daemon is usable here: run `python {script.relative_to(ROOT)}` (it builds the image)")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.startswith("compose smoke test not run: no") and "validated offline" in result.stdout
