@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from genserve.client import Client, JobEventKind, JobState
 from genserve.common.processes import free_ports, port_is_free
 from genserve.stack import RestartPolicy, StackError, parse_replicas
-from genserve.v1 import text_pb2, text_pb2_grpc
+from genserve.v1 import latent_pb2, latent_pb2_grpc, text_pb2, text_pb2_grpc
 from tests.conftest import MODEL_STORE, wait_for
 
 ROLES = ("GATEWAY", "TEXT", "VISION", "LATENT", "WORKER")
@@ -60,8 +60,8 @@ def start_up(
     return process, ports, output
 
 
-def generate_calls(metrics_port: int) -> float:
-    """Generate calls a text service answered OK, from its /metrics."""
+def answered(metrics_port: int, method: str) -> float:
+    """Calls of `method` a service answered OK, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
         families = text_string_to_metric_families(response.read().decode())
         return sum(
@@ -69,13 +69,13 @@ def generate_calls(metrics_port: int) -> float:
             for family in families
             for sample in family.samples
             if sample.name == "genserve_requests_total"
-            and sample.labels.get("method") == "Generate"
+            and sample.labels.get("method") == method
             and sample.labels.get("code") == "OK"
         )
 
 
 def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    process, ports, output = start_up(tmp_path, arguments=("--replicas", "text=2,worker=2"))
+    process, ports, output = start_up(tmp_path, arguments=("--replicas", "text=2,latent=2,worker=2"))
     env = {**os.environ, "COLUMNS": "200"}
     try:
         with grpc.insecure_channel(f"127.0.0.1:{ports['GATEWAY']}") as channel:
@@ -84,10 +84,15 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
                 stub.Generate(text_pb2.GenerateRequest(prompt="ROMEO:", max_tokens=10, seed=1), timeout=30)
                 for _ in range(20)
             ]
+            latent = latent_pb2_grpc.LatentServiceStub(channel)
+            for seed in range(20):
+                latent.Sample(latent_pb2.SampleRequest(n=1, seed=seed), timeout=30)
         assert all(len(response.completions[0].text) == 10 for response in responses)
-        # The second text replica listens on the first one's ports + 10; the gateway spreads over both.
-        spread = [generate_calls(ports["TEXT_METRICS"]), generate_calls(ports["TEXT_METRICS"] + 10)]
-        assert sum(spread) == 20 and min(spread) >= 7, spread
+        # A second replica listens on the first one's ports + 10; the gateway spreads over both.
+        for role, method in (("TEXT", "Generate"), ("LATENT", "Sample")):
+            metrics = ports[f"{role}_METRICS"]
+            spread = [answered(metrics, method), answered(metrics + 10, method)]
+            assert sum(spread) == 20 and min(spread) >= 7, (role, spread)
         client = subprocess.run(
             [
                 sys.executable,
@@ -116,7 +121,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     text = "".join(output)
     assert process.returncode == 0, text
     assert "gateway  stopped (exit 0)" in text and "text     stopped (exit 0)" in text and "redis    stopped" in text
-    assert "text-2   stopped (exit 0)" in text and "worker-2 stopped (exit 0)" in text
+    assert all(f"{name} stopped (exit 0)" in text for name in ("text-2  ", "latent-2", "worker-2")), text
     assert "redis://:***@" in text and "password file under" in text, "the private Redis has a password, not shown"
     assert all(port_is_free(port) and port_is_free(port + 10) for port in ports.values())
 
