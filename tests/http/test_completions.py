@@ -18,8 +18,11 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
+from genserve.cli import app
 from genserve.client import Client
+from genserve.common.processes import free_port
 from genserve.testing import ServerProcess
 from tests.conftest import TEST_TEXT_ENV, behind_gateway, start_role, wait_for
 
@@ -93,6 +96,9 @@ def decoding(stack: HttpStack) -> float:
 def test_health_and_models(stack: HttpStack, api: openai.OpenAI, model: str) -> None:
     health = httpx.get(f"{stack.http.url}/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "SERVING"
+    # The container health check: `genserve health URL`.
+    assert CliRunner().invoke(app, ["health", f"{stack.http.url}/healthz"]).exit_code == 0
+    assert CliRunner().invoke(app, ["health", f"http://127.0.0.1:{free_port()}/healthz"]).exit_code == 1
     found = api.models.retrieve(model)
     assert found.id == model and found.object == "model" and (found.model_extra or {})["genserve_family"] == "text"
     with pytest.raises(openai.NotFoundError) as missing:

@@ -48,7 +48,7 @@ def up(
             Panel.fit(
                 f"[bold green]genserve is up[/]\n\n"
                 f"gateway (gRPC)  {gateway}\n"
-                f"HTTP (OpenAI)   {http}/v1  (API document {http}/docs)\n"
+                f"HTTP (OpenAI)   {http}/v1  (API document {http}/openapi.json)\n"
                 f"metrics         {metrics}\n"
                 f"redis           {redacted(ready.redis_url)}{kept}\n"
                 f"logs            {ready.log_dir}/\n\n"

@@ -54,6 +54,9 @@ def create_app(settings: HttpSettings, metrics: HttpMetrics, make_client: Callab
         summary="OpenAI-compatible completions over genserve's character-level language models, and more.",
         version="1",
         lifespan=lifespan,
+        # FastAPI's document pages load their scripts from a CDN; the stack fetches nothing from
+        # outside, so only the document itself is served.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.front = front
@@ -65,7 +68,7 @@ def create_app(settings: HttpSettings, metrics: HttpMetrics, make_client: Callab
     app.add_exception_handler(ClientDisconnected, client_gone)
     for router in ROUTERS:
         app.include_router(router)  # without a prefix: each route spells out its whole path
-    # The routes the metrics name requests by: FastAPI's own (/openapi.json, /docs) and every area's.
+    # The routes the metrics name requests by: FastAPI's own (/openapi.json) and every area's.
     served: list[BaseRoute] = [route for route in app.routes if isinstance(route, Route)]
     served += [route for router in ROUTERS for route in router.routes]
     for route in served:
