@@ -96,6 +96,8 @@ def test_not_found_names_the_model_and_429_says_when_to_retry() -> None:
 def test_unavailable_names_the_backend_or_the_gateway() -> None:
     backend = "the text service at 127.0.0.1:50061 is unavailable (connection refused); it may be starting or down"
     assert from_client_error(GenserveClientError(backend, "UNAVAILABLE"), NO_FIELDS, CONTEXT).message == backend
+    decoder = "the text decoder stopped; the service is restarting, retry shortly"
+    assert from_client_error(GenserveClientError(decoder, "UNAVAILABLE"), NO_FIELDS, CONTEXT).message == decoder
     channel = from_client_error(
         GenserveClientError("failed to connect to all addresses", "UNAVAILABLE"), NO_FIELDS, CONTEXT
     )

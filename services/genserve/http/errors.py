@@ -170,9 +170,10 @@ def from_client_error(error: GenserveClientError, names: FieldNames, context: Er
         param, code = names.not_found, names.not_found_code or code
     elif status == 429:
         headers["Retry-After"] = str(context.retry_after_seconds)
-    elif status == 503 and "service at" not in message:
-        # The gateway names an unreachable backend itself; a message that names none came from the
-        # channel to the gateway ("failed to connect to all addresses ...").
+    elif status == 503 and "service" not in message and "gateway" not in message:
+        # The gateway and the services name themselves ("the text service at … is unavailable");
+        # a message that names neither came from the channel to the gateway ("failed to connect
+        # to all addresses …").
         message = f"the gateway at {context.gateway_addr} is unavailable ({message}); retry shortly"
     return ApiError(status, message, param=param, code=code, headers=headers)
 
