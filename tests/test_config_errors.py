@@ -65,6 +65,8 @@ def serve(role: str, env: dict[str, str], tmp_path: Path) -> subprocess.Complete
         ),
         ("text", {"GENSERVE_DEVICE": "cuda:7"}, "GENSERVE_DEVICE='cuda:7'"),
         ("latent", {"GENSERVE_LATENT_MAX_BATCH": "many"}, "GENSERVE_LATENT_MAX_BATCH='many' is not a valid int"),
+        ("http", {"GENSERVE_HTTP_MAX_BODY_BYTES": "lots"}, "GENSERVE_HTTP_MAX_BODY_BYTES='lots' is not a valid int"),
+        ("http", {"GENSERVE_HTTP_GATEWAY_TLS_CA": "absent.pem"}, "GENSERVE_HTTP_GATEWAY_TLS_CA absent.pem cannot be"),
     ],
 )
 def test_a_configuration_mistake_is_one_line(role: str, env: dict[str, str], message: str, tmp_path: Path) -> None:

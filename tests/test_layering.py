@@ -7,8 +7,11 @@ Each rule imports a set of genserve modules in a fresh interpreter and inspects 
 - `jobs` may use vision's style engine, nothing else;
 - the gateway imports `common` and the job queue's gRPC face only, and never torch;
 - the text service's gRPC side never imports torch (only its decode process does);
-- the client library imports `common` only, and never torch.
-A process-level check backs the last rules with a real gateway process.
+- the client library imports `common` only, and never torch;
+- the HTTP front door imports the client library and `common` only (it reaches the models
+  through the gateway), and never torch.
+A process-level check backs the last rules with a real gateway process (and tests/http with a
+real http role).
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ def test_the_text_service_grpc_side_never_imports_torch() -> None:
 def test_the_client_imports_only_common_and_never_torch() -> None:
     loaded = imported_by(modules_of("client"))
     assert genserve_outside(loaded, ("genserve.common", "genserve.client")) == []
+    assert "torch" not in loaded
+
+
+def test_the_http_role_imports_only_the_client_and_common_and_never_torch() -> None:
+    loaded = imported_by(modules_of("http"))
+    assert genserve_outside(loaded, ("genserve.common", "genserve.client", "genserve.http")) == []
     assert "torch" not in loaded
 
 

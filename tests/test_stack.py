@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from genserve.stack import RestartPolicy, StackError, parse_replicas
 from genserve.v1 import latent_pb2, latent_pb2_grpc, text_pb2, text_pb2_grpc
 from tests.conftest import MODEL_STORE, wait_for
 
-ROLES = ("GATEWAY", "TEXT", "VISION", "LATENT", "WORKER")
+ROLES = ("GATEWAY", "TEXT", "VISION", "LATENT", "WORKER", "HTTP")
 
 
 def start_up(
@@ -114,6 +115,14 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert client.returncode == 0, client.stderr
         assert client.stdout.startswith("JULIET:") and len(client.stdout.strip()) >= len("JULIET:") + 5
         assert (tmp_path / "var" / "redis" / "appendonlydir").exists()
+        # The HTTP front door, started after the gateway, reaches the model through it.
+        http = f"http://127.0.0.1:{ports['HTTP']}"
+        with urllib.request.urlopen(f"{http}/healthz", timeout=10) as health:
+            assert health.status == 200
+        body = json.dumps({"prompt": "ROMEO:", "max_tokens": 12, "seed": 1}).encode()
+        request = urllib.request.Request(f"{http}/v1/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert len(json.loads(answer.read())["choices"][0]["text"]) == 12
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
@@ -122,6 +131,8 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, text
     assert "gateway  stopped (exit 0)" in text and "text     stopped (exit 0)" in text and "redis    stopped" in text
     assert all(f"{name} stopped (exit 0)" in text for name in ("text-2  ", "latent-2", "worker-2")), text
+    assert text.index("http     stopped (exit 0)") < text.index("gateway  stopped"), "the front door stops first"
+    assert f"http     SERVING on http://127.0.0.1:{ports['HTTP']}" in text
     assert "redis://:***@" in text and "password file under" in text, "the private Redis has a password, not shown"
     assert all(port_is_free(port) and port_is_free(port + 10) for port in ports.values())
 

@@ -54,13 +54,17 @@ def config(
 
 @app.command()
 def health(
-    address: str = typer.Argument("127.0.0.1:50051", help="host:port of any genserve process."),
+    address: str = typer.Argument(
+        "127.0.0.1:50051", help="host:port of any gRPC genserve process, or the http role's http://HOST:PORT/healthz."
+    ),
     service: str = typer.Option("", help="Service name; empty = the whole server."),
     timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
     tls_ca: str = typer.Option("", help="PEM CA (or self-signed certificate) to trust: the port speaks TLS."),
     tls_server_name: str = typer.Option("", help="Name to check in the certificate (when ADDRESS is an IP)."),
 ) -> None:
     """Exit 0 when the server reports SERVING (for container health checks)."""
+    if address.startswith(("http://", "https://")):
+        _http_health(address, timeout)
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -78,6 +82,22 @@ def health(
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     typer.echo(f"{address}: {status}")
     raise typer.Exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+
+
+def _http_health(url: str, timeout: float) -> None:
+    """The http role's readiness: exit 0 when `url` answers 200 (its /healthz: the gateway is SERVING)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            typer.echo(f"{url}: {response.status} {response.read(500).decode(errors='replace')}")
+            raise typer.Exit(0)
+    except urllib.error.HTTPError as error:
+        typer.echo(f"{url}: {error.code} {error.read(500).decode(errors='replace')}", err=True)
+    except OSError as error:
+        typer.echo(f"{url}: {error}", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

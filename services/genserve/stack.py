@@ -1,8 +1,9 @@
 """`genserve up`: the whole stack on one machine, as child processes of one command.
 
-Order: a private Redis (unless REDIS_URL is set), the backends, then the gateway; each must
-report SERVING on standard gRPC health before the next step. Ctrl-C or SIGTERM stops the
-children in reverse order (gateway first, so no call reaches a backend that is going away).
+Order: a private Redis (unless REDIS_URL is set), the backends, the gateway, then the HTTP front
+door (a client of the gateway); each must report SERVING on standard gRPC health (the http role:
+200 on GET /healthz) before the next step. Ctrl-C or SIGTERM stops the children in reverse order
+(the front doors first, so no call reaches a backend that is going away).
 A child that dies while serving is started again, after 1, 2, 4 … seconds (at most 30), with its
 log tail on screen; one that keeps crashing (more than 5 times within a minute) stops the stack.
 `--replicas text=2,worker=3` runs several of a role, each on its role's ports plus 10, 20 …, and
@@ -32,6 +33,7 @@ from genserve.common.processes import (
     spawn,
     stop_process,
     tail,
+    wait_http_ready,
     wait_serving,
 )
 from genserve.common.redis_clients import redacted
@@ -127,7 +129,10 @@ class Stack:
         return self.stack.var_dir / "logs"
 
     def plan(self) -> list[tuple[str, str, int, int]]:
-        """(name, role, gRPC port, metrics port) of every child, in start order: backends, workers, gateway."""
+        """(name, role, port, metrics port) of every child, in start order: backends, workers, gateway, http.
+
+        The port is gRPC for every role but http, which serves HTTP (one of it: it is a client of the
+        one gateway)."""
         ports = self.ports
         bases = {
             "text": (ports.text_port, ports.text_metrics_port),
@@ -141,6 +146,7 @@ class Stack:
                 step = REPLICA_PORT_STEP * k
                 planned.append((role if k == 0 else f"{role}-{k + 1}", role, port + step, metrics_port + step))
         planned.append(("gateway", "gateway", ports.gateway_port, ports.gateway_metrics_port))
+        planned.append(("http", "http", ports.http_port, ports.http_metrics_port))
         return planned
 
     def _check_ports(self) -> None:
@@ -186,9 +192,13 @@ class Stack:
                 "GENSERVE_TEXT_ADDR": addresses("text"),
                 "GENSERVE_VISION_ADDR": addresses("vision"),
                 "GENSERVE_LATENT_ADDR": addresses("latent"),
+                "GENSERVE_HTTP_GATEWAY_ADDR": f"127.0.0.1:{self.ports.gateway_port}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.gateway_tls_ca:
+            # The http role reaches a TLS gateway trusting the same (self-signed) certificate.
+            env.setdefault("GENSERVE_HTTP_GATEWAY_TLS_CA", self.gateway_tls_ca)
         # Locally nobody load-balances over these processes: Ctrl-C should not wait for one.
         env.setdefault("GENSERVE_SHUTDOWN_NOTICE_SECONDS", "0")
         return env
@@ -205,12 +215,17 @@ class Stack:
             self.children.append(child)
             tls = channel_credentials(self.gateway_tls_ca) if role == "gateway" and self.gateway_tls_ca else None
             try:
-                wait_serving(child.address, child.process, child.log_path, deadline - time.monotonic(), name, tls)
+                if role == "http":
+                    url = f"http://{child.address}/healthz"
+                    wait_http_ready(url, child.process, child.log_path, deadline - time.monotonic(), name)
+                else:
+                    wait_serving(child.address, child.process, child.log_path, deadline - time.monotonic(), name, tls)
             except StartError as error:
                 hint = " With TLS the certificate must be valid for 127.0.0.1 and self-signed." if tls else ""
                 raise StackError(f"{error} (GENSERVE_START_TIMEOUT_SECONDS bounds the wait.{hint})") from None
             self.report(
-                f"{name:<8} SERVING on {child.address} in {time.monotonic() - started:.1f}s "
+                f"{name:<8} SERVING on {'http://' if role == 'http' else ''}{child.address} "
+                f"in {time.monotonic() - started:.1f}s "
                 f"· metrics http://127.0.0.1:{metrics_port}/metrics · log {child.log_path}"
             )
 

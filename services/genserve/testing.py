@@ -24,16 +24,27 @@ from pathlib import Path
 import grpc
 import redis
 
-from genserve.common.processes import PrivateRedis, StartError, free_ports, spawn, stop_process, wait_serving
+from genserve.common.processes import (
+    PrivateRedis,
+    StartError,
+    free_ports,
+    spawn,
+    stop_process,
+    wait_http_ready,
+    wait_serving,
+)
 
 
 class ServerProcess:
     """One `genserve serve ROLE` child on two free ports (gRPC and metrics), SERVING once constructed.
 
-    `env` is added to this process's environment (settings such as GENSERVE_MODEL_STORE and
-    REDIS_URL); the child's output goes to `log_dir/ROLE-PORT.log`. Raises StartError (with the
-    log's tail) when the child exits or is not SERVING within `timeout` seconds. A gateway that
-    serves TLS (GENSERVE_TLS_CERT_FILE in `env`) is checked with `credentials`.
+    The http role listens for HTTP instead (its base URL is `url`) and is ready once its /healthz
+    answers 200, which needs the gateway it calls (GENSERVE_HTTP_GATEWAY_ADDR in `env`) SERVING.
+
+        `env` is added to this process's environment (settings such as GENSERVE_MODEL_STORE and
+        REDIS_URL); the child's output goes to `log_dir/ROLE-PORT.log`. Raises StartError (with the
+        log's tail) when the child exits or is not SERVING within `timeout` seconds. A gateway that
+        serves TLS (GENSERVE_TLS_CERT_FILE in `env`) is checked with `credentials`.
     """
 
     def __init__(
@@ -53,7 +64,10 @@ class ServerProcess:
         ]  # fmt: skip
         self.process = spawn(command, self.log_path, {**os.environ, "PYTHONUNBUFFERED": "1", **env})
         try:
-            wait_serving(self.address, self.process, self.log_path, timeout, role, credentials)
+            if role == "http":
+                wait_http_ready(f"{self.url}/healthz", self.process, self.log_path, timeout, role)
+            else:
+                wait_serving(self.address, self.process, self.log_path, timeout, role, credentials)
         except StartError:
             self.stop()
             raise
@@ -61,6 +75,11 @@ class ServerProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The base URL of an http role."""
+        return f"http://{self.address}"
 
     def metrics(self) -> str:
         """The Prometheus text exposition of the child's /metrics."""

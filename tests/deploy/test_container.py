@@ -36,12 +36,18 @@ GRPC_PORTS = {
     "latent": PORTS.latent_port,
     "worker": PORTS.worker_port,
 }
+# The http role answers its health check over HTTP.
+HEALTH_CHECKS = {
+    **{role: f"127.0.0.1:{port}" for role, port in GRPC_PORTS.items()},
+    "http": f"http://127.0.0.1:{PORTS.http_port}/healthz",
+}
 METRICS_PORTS = {
     "gateway": PORTS.gateway_metrics_port,
     "text": PORTS.text_metrics_port,
     "vision": PORTS.vision_metrics_port,
     "latent": PORTS.latent_metrics_port,
     "worker": PORTS.worker_metrics_port,
+    "http": PORTS.http_metrics_port,
 }
 REDIS_ROLES = {"gateway", "latent", "worker"}
 
@@ -264,7 +270,7 @@ def test_compose_runs_known_roles_with_known_settings() -> None:
         assert spec["build"]["dockerfile"] == "deploy/Dockerfile"
         for variable in spec["environment"]:
             assert variable in KNOWN_VARIABLES, variable
-        assert spec["healthcheck"]["test"] == ["CMD", "genserve", "health", f"127.0.0.1:{GRPC_PORTS[name]}"]
+        assert spec["healthcheck"]["test"] == ["CMD", "genserve", "health", HEALTH_CHECKS[name]]
         assert ("REDIS_URL" in spec["environment"]) == (name in REDIS_ROLES), name
         if name in REDIS_ROLES:
             assert spec["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")

@@ -160,3 +160,23 @@ def test_a_flush_interval_groups_tokens_without_losing_any(engine: DecodeEngine)
     assert collector.text() == every_token.text()
     assert deliveries[0] == 1, "the first token goes out at once"
     assert 1 < len(deliveries) < 300, deliveries
+
+
+def test_a_poke_runs_one_round_of_an_idle_loop() -> None:
+    """A refusal at submit leaves no work: a poke still gets after_tick to send it."""
+    loop = DecodeLoop()
+    rounds: list[bool] = []
+    ran = threading.Event()
+
+    def after_tick(idle: bool) -> None:
+        rounds.append(idle)
+        ran.set()
+
+    runner = threading.Thread(target=loop.run, args=([], after_tick), daemon=True)
+    runner.start()
+    assert not ran.wait(0.2), "an idle loop sleeps"
+    loop.poke()
+    assert ran.wait(5) and rounds == [True]
+    loop.stop()
+    runner.join(5)
+    assert not runner.is_alive()

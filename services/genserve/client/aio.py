@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genserve.client import requests, results
 from genserve.client.errors import GenserveClientError, Unavailable, error_from, status_of
@@ -61,10 +63,27 @@ class AsyncClient:
         self._latent = latent_pb2_grpc.LatentServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._owns_channel = True  # False in the views made by with_api_key
         self._pause: Callable[[float], Awaitable[None]] = self._back_off
 
     async def close(self) -> None:
-        await self._channel.close()
+        """Close the channel (a view made by `with_api_key` leaves it to the client it came from)."""
+        if self._owns_channel:
+            await self._channel.close()
+
+    def with_api_key(self, api_key: str) -> AsyncClient:
+        """A view of this client whose calls send `api_key` instead ("" = none).
+
+        It shares this client's channel, stubs, default timeout and retry policy, so making one
+        per request costs one small object and no connection: a front end that serves many
+        callers passes each caller's key through one channel. Closing the view does nothing;
+        close the client it came from.
+        """
+        view = copy.copy(self)
+        view._metadata = key_metadata(api_key)
+        view._owns_channel = False
+        return view
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -101,8 +120,11 @@ class AsyncClient:
             failures += 1
             await self._pause(delay)
 
-    async def _stream(self, rpc: Callable[..., Any], request: Any, timeout: float | None) -> AsyncIterator[Any]:
-        """A server stream, never retried; leaving the loop early cancels the call."""
+    async def _stream(self, rpc: Callable[..., Any], request: Any, timeout: float | None) -> AsyncGenerator[Any, None]:
+        """A server stream, never retried; leaving the loop early cancels the call.
+
+        The public streams close this one explicitly (aclosing): a stream abandoned while paused at
+        a `yield` then cancels its call at once, not when the garbage collector finds it."""
         deadline = self._deadline(timeout, self.timeout)
         call = rpc(request, timeout=None if deadline is None else deadline - time.monotonic(), metadata=self._metadata)
         try:
@@ -127,8 +149,9 @@ class AsyncClient:
     ) -> AsyncIterator[results.TextPiece]:
         """Pieces of text as they are sampled (`piece.text`); several completions interleave by `index`."""
         request = requests.generate_request(prompt, options)
-        async for message in self._stream(self._text.GenerateStream, request, timeout):
-            yield results.TextPiece.from_proto(message)
+        async with contextlib.aclosing(self._stream(self._text.GenerateStream, request, timeout)) as messages:
+            async for message in messages:
+                yield results.TextPiece.from_proto(message)
 
     # --- vision ---------------------------------------------------------------------------------
 
@@ -137,8 +160,9 @@ class AsyncClient:
     ) -> AsyncIterator[results.DreamProgress]:
         """DeepDream progress events; the last one carries `result`."""
         request = requests.dream_request(image, options)
-        async for message in self._stream(self._vision.Dream, request, timeout):
-            yield results.DreamProgress.from_proto(message)
+        async with contextlib.aclosing(self._stream(self._vision.Dream, request, timeout)) as messages:
+            async for message in messages:
+                yield results.DreamProgress.from_proto(message)
 
     async def dream(
         self, image: ImageInput, *, timeout: float | None = None, **options: Unpack[requests.DreamOptions]
@@ -156,8 +180,9 @@ class AsyncClient:
     ) -> AsyncIterator[results.StyleProgress]:
         """A small synchronous style transfer's progress events; the last one carries `result`."""
         request = requests.style_transfer_request(content, styles, options)
-        async for message in self._stream(self._vision.StylePreview, request, timeout):
-            yield results.StyleProgress.from_proto(message)
+        async with contextlib.aclosing(self._stream(self._vision.StylePreview, request, timeout)) as messages:
+            async for message in messages:
+                yield results.StyleProgress.from_proto(message)
 
     async def style_preview(
         self,
@@ -290,6 +315,13 @@ class AsyncClient:
         return results.LatentImages.from_proto(await self._unary(self._latent.ApplyConcept, request, timeout))
 
     # --- models ---------------------------------------------------------------------------------
+
+    async def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
+        """The gateway's standard gRPC health status: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" ...
+        (`service` "" = the whole server). Never retried: a probe wants the answer of now."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = await self._unary(self._health.Check, request, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def list_models(self, family: str = "", *, timeout: float | None = None) -> list[results.ModelInfo]:
         """Every served model, or those of one family ("text", "vision", "latent")."""

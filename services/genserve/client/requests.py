@@ -111,11 +111,28 @@ def _message(
     """A `kind` protobuf with the `converted` fields; the `plain` fields `options` has (absent ones
     keep the protobuf default, 0 / "" / false, which the service reads as its own default); and
     the optional (presence-tracked) `given` fields, set when not None, so 0.0 is sent as a value."""
-    message = kind(**converted, **{name: options[name] for name in plain if name in options})
+    fields = {name: options[name] for name in plain if name in options}
+    try:
+        message = kind(**converted, **fields)
+    except (ValueError, TypeError):
+        # Name the field, as the service would: a bad value is found here only when protobuf cannot hold it.
+        for name, value in fields.items():
+            _check_holds(kind, name, value)
+        raise
     for name in given:
         if options.get(name) is not None:
+            _check_holds(kind, name, options[name])
             setattr(message, name, options[name])
     return message
+
+
+def _check_holds(kind: type[Any], name: str, value: Any) -> None:
+    """InvalidArgument naming `name` when a `kind` field cannot hold `value` (-1 in an unsigned seed,
+    2**40 in an int32, text in a number)."""
+    try:
+        kind(**{name: value})
+    except (ValueError, TypeError) as error:
+        raise InvalidArgument(f"{name} cannot be {value!r}: {error}") from None
 
 
 def generate_request(prompt: str, options: GenerateOptions) -> text_pb2.GenerateRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -10,6 +11,7 @@ from typing import Any, TypeVar, Unpack
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genserve.client import requests, results
 from genserve.client.errors import GenserveClientError, Unavailable, error_from, status_of
@@ -64,11 +66,28 @@ class Client:
         self._latent = latent_pb2_grpc.LatentServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._owns_channel = True  # False in the views made by with_api_key
         # How a retry waits (an attribute, so it can be swapped for a recorder).
         self._pause: Callable[[float], None] = self._back_off
 
     def close(self) -> None:
-        self._channel.close()
+        """Close the channel (a view made by `with_api_key` leaves it to the client it came from)."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def with_api_key(self, api_key: str) -> Client:
+        """A view of this client whose calls send `api_key` instead ("" = none).
+
+        It shares this client's channel, stubs, default timeout and retry policy, so making one
+        per request costs one small object and no connection: a front end that serves many
+        callers passes each caller's key through one channel. Closing the view does nothing;
+        close the client it came from.
+        """
+        view = copy.copy(self)
+        view._metadata = key_metadata(api_key)
+        view._owns_channel = False
+        return view
 
     def __enter__(self) -> Client:
         return self
@@ -294,6 +313,13 @@ class Client:
         return results.LatentImages.from_proto(self._unary(self._latent.ApplyConcept, request, timeout))
 
     # --- models ---------------------------------------------------------------------------------
+
+    def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
+        """The gateway's standard gRPC health status: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" ...
+        (`service` "" = the whole server). Never retried: a probe wants the answer of now."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = self._unary(self._health.Check, request, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def list_models(self, family: str = "", *, timeout: float | None = None) -> list[results.ModelInfo]:
         """Every served model, or those of one family ("text", "vision", "latent")."""

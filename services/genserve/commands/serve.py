@@ -15,12 +15,18 @@ class RoleName(StrEnum):
     vision = "vision"
     latent = "latent"
     worker = "worker"
+    http = "http"
 
 
 def serve(
     role: Annotated[RoleName, typer.Argument(help="Which process to run.")],
     grpc_port: Annotated[
-        int | None, typer.Option(help="gRPC port (default: GENSERVE_<ROLE>_PORT); 0 = any free port.")
+        int | None,
+        typer.Option(
+            "--grpc-port",
+            "--port",
+            help="Listening port, gRPC (HTTP for the http role); default: GENSERVE_<ROLE>_PORT; 0 = any free port.",
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="/metrics port (default: GENSERVE_<ROLE>_METRICS_PORT).")
@@ -46,6 +52,20 @@ def serve(
     server_settings = from_env(ServerSettings)
     ports = from_env(PortSettings)
     configure_logging(server_settings.log_level)
+    if role is RoleName.http:
+        # An HTTP server (uvicorn), not a gRPC one: it has its own start-up and shutdown.
+        from genserve.common.config import HttpSettings
+        from genserve.http.role import serve as serve_http
+
+        status = serve_http(
+            server_settings,
+            from_env(HttpSettings),
+            ports.http_port if grpc_port is None else grpc_port,
+            ports.http_metrics_port if metrics_port is None else metrics_port,
+        )
+        if status:
+            raise typer.Exit(status)
+        return
     metrics = Metrics()
     redis_url = from_env(StackSettings).redis_url
     credentials = None

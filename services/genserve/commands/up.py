@@ -16,7 +16,7 @@ def up(
         ),
     ] = "",
 ) -> None:
-    """Start Redis, the backends and the gateway; wait for health; serve until Ctrl-C."""
+    """Start Redis, the backends, the gateway and the HTTP front door; wait for health; serve until Ctrl-C."""
     from rich.console import Console
     from rich.panel import Panel
 
@@ -41,12 +41,14 @@ def up(
 
     def announce(ready: Stack) -> None:
         gateway = f"127.0.0.1:{ready.ports.gateway_port}"
+        http = f"http://127.0.0.1:{ready.ports.http_port}"
         metrics = ", ".join(f"http://127.0.0.1:{child.metrics_port}/metrics ({child.name})" for child in ready.children)
         kept = "" if ready.redis is None else f" (password in {ready.redis.data_dir}/password)"
         console.print(
             Panel.fit(
                 f"[bold green]genserve is up[/]\n\n"
                 f"gateway (gRPC)  {gateway}\n"
+                f"HTTP (OpenAI)   {http}/v1  (API document {http}/openapi.json)\n"
                 f"metrics         {metrics}\n"
                 f"redis           {redacted(ready.redis_url)}{kept}\n"
                 f"logs            {ready.log_dir}/\n\n"
@@ -55,7 +57,9 @@ def up(
                 f'  grpcurl -plaintext -d \'{{"prompt": "JULIET:", "max_tokens": 120}}\' '
                 f"{gateway} genserve.v1.TextService/GenerateStream\n"
                 f"  .venv/bin/genserve client dream PHOTO.jpg dream.png --address {gateway}\n"
-                f"  .venv/bin/genserve jobs submit PHOTO.jpg --style PAINTING.jpg --watch --address {gateway}\n\n"
+                f"  .venv/bin/genserve jobs submit PHOTO.jpg --style PAINTING.jpg --watch --address {gateway}\n"
+                f"  curl -N {http}/v1/completions -H 'Content-Type: application/json' "
+                f'-d \'{{"prompt": "ROMEO:", "max_tokens": 120, "stream": true}}\'\n\n'
                 f"Ctrl-C stops everything.",
                 title="genserve",
             )

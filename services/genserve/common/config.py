@@ -111,6 +111,8 @@ class PortSettings:
     latent_metrics_port: int = setting("GENSERVE_LATENT_METRICS_PORT", 9463, "Latent service /metrics port.")
     worker_port: int = setting("GENSERVE_WORKER_PORT", 50064, "Job worker gRPC port (health checks only).")
     worker_metrics_port: int = setting("GENSERVE_WORKER_METRICS_PORT", 9464, "Job worker /metrics port.")
+    http_port: int = setting("GENSERVE_HTTP_PORT", 8000, "HTTP front door port: the OpenAI-compatible API.")
+    http_metrics_port: int = setting("GENSERVE_HTTP_METRICS_PORT", 9450, "HTTP front door /metrics port.")
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,50 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP front door: which gateway it calls, and the limits of its own side of the exchange."""
+
+    gateway_addr: str = setting(
+        "GENSERVE_HTTP_GATEWAY_ADDR",
+        "127.0.0.1:50051",
+        "host:port of the gateway the HTTP front door calls (`genserve up` sets its own gateway's).",
+    )
+    gateway_tls_ca: str = setting(
+        "GENSERVE_HTTP_GATEWAY_TLS_CA",
+        "",
+        "PEM CA (or self-signed certificate) of a TLS gateway; empty = plaintext gRPC to the gateway.",
+    )
+    gateway_server_name: str = setting(
+        "GENSERVE_HTTP_GATEWAY_SERVER_NAME",
+        "",
+        "Name the gateway's certificate is checked against, when GENSERVE_HTTP_GATEWAY_ADDR is not one it lists.",
+    )
+    cors_origins: str = setting(
+        "GENSERVE_HTTP_CORS_ORIGINS",
+        "",
+        "Comma-separated origins whose web pages may call the API (`*` = any); empty = CORS off.",
+    )
+    max_body_bytes: int = setting(
+        "GENSERVE_HTTP_MAX_BODY_BYTES",
+        32 * 1024 * 1024,
+        "Largest request body, in bytes (413 beyond it); room for two base64 images of GENSERVE_MAX_IMAGE_BYTES.",
+    )
+    default_timeout_seconds: float = setting(
+        "GENSERVE_HTTP_DEFAULT_TIMEOUT_SECONDS",
+        300.0,
+        "Deadline of the gRPC call behind a request that sends no X-Genserve-Timeout header.",
+    )
+    retry_after_seconds: int = setting(
+        "GENSERVE_HTTP_RETRY_AFTER_SECONDS", 1, "Retry-After sent with 429 (a full queue or concurrency limit)."
+    )
+    max_prompts: int = setting(
+        "GENSERVE_HTTP_MAX_PROMPTS",
+        16,
+        "Most prompts in one /v1/completions request (each is its own gRPC call, all made at once).",
+    )
+
+
+@dataclass(frozen=True)
 class LatentSettings:
     """The VAE and GAN service: which models, request caps and decode batching."""
 
@@ -369,6 +415,7 @@ ALL_SETTINGS: tuple[type, ...] = (
     VisionSettings,
     LatentSettings,
     GatewaySettings,
+    HttpSettings,
     JobSettings,
     StackSettings,
 )

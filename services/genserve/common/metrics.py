@@ -216,3 +216,43 @@ class Metrics:
     def serve_http(self, host: str, port: int) -> None:
         """Expose /metrics over HTTP on (host, port), in a daemon thread."""
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class HttpMetrics:
+    """The HTTP front door's own series (its process registers only these).
+
+    `route` is the route's path template ("/v1/completions", "/v1/models/{model}"; "unmatched" for
+    paths no route serves), so the label set stays small whatever clients send. A client that
+    went away before its answer was complete is counted with status "499".
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "genserve_http_requests_total",
+            "HTTP requests finished, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "genserve_http_request_seconds",
+            "HTTP request duration from arrival to the last byte of the answer (a whole stream).",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "genserve_http_in_flight",
+            "HTTP requests being handled now (open streams included).",
+            ["route", "method"],
+            registry=registry,
+        )
+
+    def init_route(self, route: str, method: str) -> None:
+        """Create the route's 200 series at 0, so dashboards see it before traffic."""
+        self.requests.labels(route, method, "200")
+        self.request_seconds.labels(route, method)
+        self.in_flight.labels(route, method)
+
+    def serve_http(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)

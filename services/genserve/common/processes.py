@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -148,6 +150,35 @@ def wait_serving(
                     f"last lines of {log_path}:\n{tail(log_path)}"
                 )
             time.sleep(0.1)
+
+
+def wait_http_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float, name: str = "server"
+) -> None:
+    """Poll `url` (an HTTP readiness check such as the http role's /healthz) until it answers 200;
+    fail early if the process exits. The HTTP sibling of `wait_serving`."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        if process.poll() is not None:
+            raise StartError(
+                f"{name} exited with code {process.returncode} while starting; "
+                f"last lines of {log_path}:\n{tail(log_path)}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as error:
+            last = f"{error.code} {error.read(500).decode(errors='replace')}"
+        except (OSError, ValueError) as error:
+            last = str(error)
+        if time.monotonic() > deadline:
+            raise StartError(
+                f"{name} was not ready at {url} within {timeout:.0f}s (last answer: {last}); "
+                f"last lines of {log_path}:\n{tail(log_path)}"
+            )
+        time.sleep(0.1)
 
 
 class RedisNotFound(RuntimeError):

@@ -24,10 +24,21 @@ class DecodeLoop:
     def __init__(self) -> None:
         self.wake = threading.Condition()  # engines notify it when work arrives
         self._running = True
+        self._poked = False  # one round is wanted although no engine has work (see poke)
 
     def stop(self) -> None:
         with self.wake:
             self._running = False
+            self.wake.notify_all()
+
+    def poke(self) -> None:
+        """Run one round even if no engine has work, so `after_tick` sends what it holds now.
+
+        A request refused at submit (RESOURCE_EXHAUSTED: more sequences than a batch holds, or a
+        full queue) leaves its error in the outbox without giving any engine work: an idle loop
+        would sleep on it, and the caller wait until its deadline instead of hearing "busy"."""
+        with self.wake:
+            self._poked = True
             self.wake.notify_all()
 
     def run(self, engines: list[DecodeEngine], after_tick: Callable[[bool], None] = lambda idle: None) -> None:
@@ -38,10 +49,11 @@ class DecodeLoop:
         torch.set_grad_enabled(False)
         while True:
             with self.wake:
-                while self._running and not any(engine.has_work() for engine in engines):
+                while self._running and not self._poked and not any(engine.has_work() for engine in engines):
                     self.wake.wait()
                 if not self._running:
                     break
+                self._poked = False
             for engine in engines:
                 if engine.has_work():
                     engine.tick()

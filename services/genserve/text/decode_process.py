@@ -141,6 +141,7 @@ def _read_requests(
                     engines[message.model].submit(generation)
                 except GenserveError as error:
                     generation.deliver(error)
+                    loop.poke()  # the refusal goes out now, even if the loop is idle
             elif isinstance(message, Cancel):
                 cancelled = table.forget(message.generation_id)
                 if cancelled is not None:
