@@ -29,6 +29,7 @@ from genserve.common.config import PortSettings, ServerSettings, StackSettings
 from genserve.common.processes import (
     PrivateRedis,
     StartError,
+    free_port_outside,
     port_is_free,
     spawn,
     stop_process,
@@ -177,7 +178,9 @@ class Stack:
             self.redis_url = self.stack.redis_url
             self.report(f"redis    external {redacted(self.redis_url)}")
             return
-        self.redis = PrivateRedis(self.stack.var_dir / "redis")
+        # Its port is picked now, while the children's are still free: it must not take one of theirs.
+        planned = {port for _, _, grpc_port, metrics_port in self.plan() for port in (grpc_port, metrics_port)}
+        self.redis = PrivateRedis(self.stack.var_dir / "redis", port=free_port_outside(planned, self.server.host))
         self.redis_url = self.redis.start()
         self.report(f"redis    {redacted(self.redis_url)} (AOF and password file under {self.redis.data_dir})")
 

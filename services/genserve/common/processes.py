@@ -44,6 +44,14 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
+def free_port_outside(taken: set[int], host: str = "127.0.0.1") -> int:
+    """A free port that is not one of `taken` (ports planned for processes not started yet)."""
+    while True:
+        port = free_port(host)
+        if port not in taken:
+            return port
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when a server could listen on the port now (TIME_WAIT leftovers don't count, as
     servers bind with SO_REUSEADDR)."""
