@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
@@ -22,11 +23,13 @@ from genserve.http.calls import TIMEOUT_HEADER, FrontDoor
 from genserve.http.disconnect import ClientDisconnected
 from genserve.http.errors import install_error_handlers
 from genserve.http.limits import LimitBody
+from genserve.http.media import IMAGE_HEADERS
 from genserve.http.metrics import RecordMetrics
-from genserve.http.routes import completions, health, models
+from genserve.http.routes import completions, health, models, vision
+from genserve.http.schemas import add_registered_schemas
 
 # Every area's router; a new area adds its own here.
-ROUTERS: tuple[APIRouter, ...] = (health.router, models.router, completions.router)
+ROUTERS: tuple[APIRouter, ...] = (health.router, models.router, completions.router, vision.router)
 # Status 499 (nginx's "client closed request") for answers nobody is left to read; only metrics see it.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -61,6 +64,16 @@ def create_app(settings: HttpSettings, metrics: HttpMetrics, make_client: Callab
     )
     app.state.front = front
     install_error_handlers(app, front.errors)
+    generated = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The image routes read their bodies themselves and describe SSE events: their schemas
+        # are added to what FastAPI generates (see genserve.http.schemas).
+        document = generated()
+        add_registered_schemas(document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     async def client_gone(request: Request, error: Exception) -> Response:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
@@ -85,7 +98,7 @@ def create_app(settings: HttpSettings, metrics: HttpMetrics, make_client: Callab
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Api-Key", TIMEOUT_HEADER, "Last-Event-ID"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", *IMAGE_HEADERS],
             # Keys travel in headers, never cookies: no credentialed requests.
             allow_credentials=False,
         )
