@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from genserve.client import AsyncClient
 from genserve.common.config import HttpSettings
@@ -25,11 +25,18 @@ from genserve.http.errors import install_error_handlers
 from genserve.http.limits import LimitBody
 from genserve.http.media import IMAGE_HEADERS
 from genserve.http.metrics import RecordMetrics
-from genserve.http.routes import completions, health, latent, models, vision
+from genserve.http.routes import completions, health, latent, models, playground, vision
 from genserve.http.schemas import add_registered_schemas
 
 # Every area's router; a new area adds its own here.
-ROUTERS: tuple[APIRouter, ...] = (health.router, models.router, completions.router, vision.router, latent.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    models.router,
+    completions.router,
+    vision.router,
+    latent.router,
+    playground.router,
+)
 # Status 499 (nginx's "client closed request") for answers nobody is left to read; only metrics see it.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -81,9 +88,12 @@ def create_app(settings: HttpSettings, metrics: HttpMetrics, make_client: Callab
     app.add_exception_handler(ClientDisconnected, client_gone)
     for router in ROUTERS:
         app.include_router(router)  # without a prefix: each route spells out its whole path
+    # The playground's CSS and script (GET / serves its page).
+    app.mount(playground.STATIC_PATH, playground.static_files(), name="static")
     # The routes the metrics name requests by: FastAPI's own (/openapi.json) and every area's.
     served: list[BaseRoute] = [route for route in app.routes if isinstance(route, Route)]
     served += [route for router in ROUTERS for route in router.routes]
+    served += [route for route in app.routes if isinstance(route, Mount)]  # counted as "/static"
     for route in served:
         if isinstance(route, APIRoute):
             for method in route.methods or ():
