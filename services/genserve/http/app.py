@@ -25,11 +25,18 @@ from genserve.http.errors import install_error_handlers
 from genserve.http.limits import LimitBody
 from genserve.http.media import IMAGE_HEADERS
 from genserve.http.metrics import RecordMetrics
-from genserve.http.routes import completions, health, latent, models, vision
+from genserve.http.routes import completions, health, jobs, latent, models, vision
 from genserve.http.schemas import add_registered_schemas
 
 # Every area's router; a new area adds its own here.
-ROUTERS: tuple[APIRouter, ...] = (health.router, models.router, completions.router, vision.router, latent.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    models.router,
+    completions.router,
+    vision.router,
+    latent.router,
+    jobs.router,
+)
 # Status 499 (nginx's "client closed request") for answers nobody is left to read; only metrics see it.
 CLIENT_CLOSED_REQUEST = 499
 
