@@ -45,19 +45,19 @@ class JobOut(BaseModel):
     step: int = Field(description="Steps done.")
     total_steps: int = Field(description="Steps planned.")
     losses: StyleLossesOut | None = Field(None, description="The losses at the latest step.")
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: datetime | None = Field(None, description="When it was submitted.")
+    started_at: datetime | None = Field(None, description="When a worker first took it; null while queued.")
+    finished_at: datetime | None = Field(None, description="When it reached a terminal state; null before.")
     attempt: int = Field(description="1 for the first run; higher when another worker resumed the job.")
     error: str = Field(description="Why it failed (or was cancelled); empty otherwise.")
-    idempotency_key: str
+    idempotency_key: str = Field(description="The key it was submitted with, if any.")
     expires_at: datetime | None = Field(None, description="When the record and result expire (once finished).")
 
 
 class JobPageOut(BaseModel):
     """One page of the caller's jobs, newest first."""
 
-    jobs: list[JobOut]
+    jobs: list[JobOut] = Field(description="The jobs of this page.")
     next_page_token: str = Field(description="Pass as page_token for the next page; empty on the last page.")
 
 
@@ -66,15 +66,15 @@ class JobEventOut(BaseModel):
 
     event_id: str = Field(description="The SSE id: send it as Last-Event-ID to resume after it; empty on a closing "
                           "event made from the job's record.")  # fmt: skip
-    job_id: str
+    job_id: str = Field(description="The job's id.")
     kind: str = Field(description='"state" (the job changed state), "progress" or "resumed" (another attempt).')
     state: str = Field(description="The job's state after this event.")
-    step: int
-    total_steps: int
-    losses: StyleLossesOut | None = None
+    step: int = Field(description="Steps done.")
+    total_steps: int = Field(description="Steps planned.")
+    losses: StyleLossesOut | None = Field(None, description="The losses at this step (progress events).")
     preview: ImageOut | None = Field(None, description="The image so far, every preview_every steps.")
-    attempt: int
-    time: datetime | None = None
+    attempt: int = Field(description="The attempt this event belongs to, from 1.")
+    time: datetime | None = Field(None, description="When it happened.")
     error: str = Field(description="On the terminal event: why it failed or was cancelled.")
     terminal: bool = Field(description="True on the last event of the stream.")
 
@@ -82,9 +82,9 @@ class JobEventOut(BaseModel):
 class JobResultOut(BaseModel):
     """A succeeded job's image (with Accept: application/json)."""
 
-    id: str
-    image: ImageOut
-    losses: StyleLossesOut | None = None
+    id: str = Field(description="The job's id.")
+    image: ImageOut = Field(description="The styled image.")
+    losses: StyleLossesOut | None = Field(None, description="The losses at the last step.")
 
 
 def job_out(job: Job) -> JobOut:
