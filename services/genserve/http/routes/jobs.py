@@ -118,7 +118,7 @@ async def get_job_result(id: str, request: Request, call: Call) -> Response:
                     "schema": {"type": "string"},
                     "x-events": {kind: schema_ref(JobEventOut) for kind in ("state", "progress", "resumed")},
                     "example": 'id: 1764892800000-0\nevent: state\ndata: {"event_id":"1764892800000-0",'
-                    '"job_id":"j-…","kind":"state","state":"queued",...}\n\n',
+                    '"job_id":"0193a1f0c2e8b4d2c91a07","kind":"state","state":"queued",...}\n\n',
                 }
             },
         },
