@@ -25,7 +25,7 @@ from genserve.http.errors import install_error_handlers
 from genserve.http.limits import LimitBody
 from genserve.http.media import IMAGE_HEADERS
 from genserve.http.metrics import RecordMetrics
-from genserve.http.routes import completions, health, latent, models, playground, vision
+from genserve.http.routes import completions, health, jobs, latent, models, playground, vision
 from genserve.http.schemas import add_registered_schemas
 
 # Every area's router; a new area adds its own here.
@@ -35,6 +35,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     completions.router,
     vision.router,
     latent.router,
+    jobs.router,
     playground.router,
 )
 # Status 499 (nginx's "client closed request") for answers nobody is left to read; only metrics see it.

@@ -116,17 +116,19 @@ class ManifoldOut(BaseModel):
 class ConceptOut(BaseModel):
     """A concept vector of a latent model."""
 
-    name: str
-    model: str
+    name: str = Field(description="The concept's name, unique per model.")
+    model: str = Field(description="The latent model it belongs to.")
     source: str = Field(description='"label", "attribute" (built-in) or "user" (the caller\'s own).')
-    description: str
+    description: str = Field(description="What the concept is.")
     norm: float = Field(description="The vector's Euclidean norm.")
     positives: int = Field(description="Examples with the concept it was built from (user concepts).")
     negatives: int = Field(description="Examples without it (user concepts).")
 
 
 class ConceptList(BaseModel):
-    concepts: list[ConceptOut]
+    """A model's built-in concepts and the caller's own."""
+
+    concepts: list[ConceptOut] = Field(description="The concepts.")
 
 
 def images_out(result: LatentImages, *, latents: bool, seed: bool = False) -> LatentImagesOut:

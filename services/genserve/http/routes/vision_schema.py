@@ -141,10 +141,10 @@ class DreamProgressEvent(BaseModel):
 class StyleLossesOut(BaseModel):
     """The loss terms at one step, already multiplied by their weights."""
 
-    content: float
-    style: float
-    tv: float
-    total: float
+    content: float = Field(description="The content term.")
+    style: float = Field(description="The style term.")
+    tv: float = Field(description="The total-variation term.")
+    total: float = Field(description="Their sum, the loss minimised.")
 
 
 class StyleProgressEvent(BaseModel):
