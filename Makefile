@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.genserve-installed
 PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
 PROTO_OUT := services/genserve/v1/.generated
 
-.PHONY: up test install kustomize protos generate promtool chromium models lint typecheck bench bench-quick gallery clean
+.PHONY: up test install kustomize protos generate promtool chromium playground-screenshot models lint typecheck bench bench-quick gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,12 +84,15 @@ chromium:
 		echo "chromium: not installed: apt-get needs root (run: sudo apt-get install -y --no-install-recommends chromium chromium-driver; the playground's browser test skips until then)"; \
 		exit 0; \
 	fi; \
-	install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; \
+	log=$$(mktemp); \
+	install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >$$log 2>&1; }; \
 	if install || { apt-get update -qq >/dev/null 2>&1 && install; }; then \
 		echo "chromium: $$(chromium --version 2>/dev/null | head -n 1); $$(chromedriver --version 2>/dev/null | head -n 1)"; \
 	else \
+		tail -n 5 $$log; \
 		echo "chromium: not installed: apt-get could not install chromium chromium-driver (the playground's browser test will skip)"; \
-	fi
+	fi; \
+	rm -f $$log
 
 protos: $(PROTO_OUT)
 
@@ -123,6 +126,11 @@ bench-quick: models
 # Remakes docs/gallery through a running stack (`make up` in another terminal).
 gallery: install
 	sh docs/gallery.sh
+
+# Remakes docs/images/playground.png: the playground in a headless chromium, filled with real
+# results from a stack the test starts by itself.
+playground-screenshot: models chromium
+	$(BIN)/python -m pytest tests/http/test_playground.py -q --playground-screenshot docs/images/playground.png
 
 clean:
 	rm -rf $(VENV) .tools var services/genserve/v1/*_pb2*.py* $(PROTO_OUT)

@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genserve.testing import ServerProcess
-from tests.conftest import ROOT, TEST_TEXT_ENV, start_role
+from genserve.testing import JobStack, ServerProcess
+from tests.conftest import MODEL_STORE, ROOT, TEST_TEXT_ENV, start_role
+from tests.jobs.conftest import WORKER_ENV
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]'): the playground test skips"
@@ -63,7 +64,6 @@ def browser_paths() -> tuple[str, str] | str:
 
 @dataclass
 class Stack:
-    backends: list[ServerProcess]
     gateway: ServerProcess
     http: ServerProcess
 
@@ -79,32 +79,41 @@ def paths() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(paths: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("playground-logs")
+    """The text, vision and latent services, and the job system (Redis, a gateway routing to them
+    all, a worker), with the http role in front."""
+    work = tmp_path_factory.mktemp("playground")
+    log_dir = work / "logs"
     roles = {
         "text": {**NO_NOTICE, **TEST_TEXT_ENV, "GENSERVE_TEXT_MODELS": TEXT_MODEL},
         "vision": {**NO_NOTICE, **VISION_ENV},
         "latent": {**NO_NOTICE, "GENSERVE_LATENT_MODELS": LATENT_MODEL},
     }
-    # The three load their models at once. Each child is bound to die with the thread that started
-    # it (PR_SET_PDEATHSIG), so the pool's threads are kept until the processes have stopped.
+    # Processes start at once. Each child is bound to die with the thread that started it
+    # (PR_SET_PDEATHSIG), so the pool's threads are kept until the processes have stopped.
     pool = ThreadPoolExecutor(len(roles))
     starting = {role: pool.submit(start_role, role, log_dir, env) for role, env in roles.items()}
-    started = [future.result() for future in starting.values() if not future.exception()]
+    backends = [future.result() for future in starting.values() if not future.exception()]
     try:
-        if len(started) < len(roles):
+        if len(backends) < len(roles):
             raise next(error for future in starting.values() if (error := future.exception()))
         addresses = {f"GENSERVE_{role.upper()}_ADDR": future.result().address for role, future in starting.items()}
-        keys = {"GENSERVE_API_KEYS": f"tester:{API_KEY}"}
-        gateway = start_role("gateway", log_dir, {**NO_NOTICE, **addresses, **keys})
-        started.append(gateway)
-        http = start_role("http", log_dir, {**NO_NOTICE, "GENSERVE_HTTP_GATEWAY_ADDR": gateway.address})
-        started.append(http)
-        yield Stack(started[: len(roles)], gateway, http)
+        with JobStack(
+            MODEL_STORE,
+            {"tester": API_KEY},
+            gateway_env={**NO_NOTICE, **addresses},
+            worker_env={**NO_NOTICE, **WORKER_ENV},
+            work_dir=work,
+        ) as jobs:
+            assert jobs.gateway is not None
+            worker = pool.submit(jobs.start_worker)
+            http = start_role("http", log_dir, {**NO_NOTICE, "GENSERVE_HTTP_GATEWAY_ADDR": jobs.gateway.address})
+            try:
+                worker.result()
+                yield Stack(jobs.gateway, http)
+            finally:
+                http.stop()
     finally:
-        # Front to back: the http role and the gateway first, then the backends together.
-        for process in started[len(roles) :][::-1]:
-            process.stop()
-        list(pool.map(ServerProcess.stop, started[: len(roles)]))
+        list(pool.map(ServerProcess.stop, backends))
         pool.shutdown()
 
 
@@ -113,7 +122,7 @@ def browser(paths: tuple[str, str], stack: Stack) -> Iterator[Any]:
     chromium, chromedriver = paths
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--hide-scrollbars"):
         options.add_argument(argument)
     options.add_argument(f"--window-size={WIDTH},1000")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -253,6 +262,25 @@ def test_latent_samples_a_grid_interpolates_and_applies_a_concept(browser: Any) 
     assert console_errors(browser) == [] and shown_errors(browser) == []
 
 
+def test_a_style_transfer_job_shows_its_progress_then_its_result(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The photo chosen for the dream is the content; a style image is added.
+    style = a_photo(tmp_path_factory.mktemp("playground") / "style.png", size=(48, 48))
+    browser.find_element(By.ID, "style").send_keys(str(style))
+    set_value(browser, "#job-iterations", 12)
+    set_value(browser, "#job-size", 40)
+    browser.find_element(By.ID, "job-submit").click()
+    result = browser.find_element(By.ID, "job-result")
+    width = lambda element: browser.execute_script("return arguments[0].naturalWidth", element)  # noqa: E731
+    wait(browser, lambda: width(result) > 0, timeout=60, what="the job's result image")
+    assert width(result) == 40 and width(browser.find_element(By.ID, "job-preview")) == 40
+    status = browser.find_element(By.ID, "job-status").text
+    assert ": succeeded · step 12 of 12" in status, status
+    assert browser.execute_script("return document.getElementById('job-progress').value") == 1
+    assert console_errors(browser) == [] and shown_errors(browser) == []
+
+
 def test_an_api_error_is_shown_in_the_page(browser: Any) -> None:
     key = browser.find_element(By.ID, "api-key")
     browser.execute_script("arguments[0].value = 'wrong-key'", key)
@@ -280,24 +308,35 @@ def test_a_screenshot_of_the_playground(browser: Any, request: pytest.FixtureReq
 
 
 def showcase(browser: Any) -> None:
-    """Real results in every section for the screenshot: a photo dreamed on at full size, a sweep,
-    a longer completion and a bigger sample grid."""
+    """Real results in every section for the screenshot: a photo dreamed on and painted in a
+    painting's style by a job, a sweep, a longer completion and a bigger sample grid."""
+    from genserve.common.packages import PackageFetchError
     from genserve.vision.samples import sample_image
 
-    folder = ROOT / "var" / "playground"
+    cache, folder = ROOT / "var" / "packages", ROOT / "var" / "playground"
     folder.mkdir(parents=True, exist_ok=True)
-    photo = folder / "chelsea.png"
-    sample_image("chelsea", ROOT / "var" / "packages").resize((160, 107)).save(photo)
+    photo, style = folder / "chelsea.png", folder / "style.png"
+    sample_image("chelsea", cache).resize((160, 107)).save(photo)
+    try:
+        painting = sample_image("scream", cache)  # Debian's darknet package, where apt-get can fetch it
+    except PackageFetchError:
+        painting = sample_image("hubble", cache)
+    painting.resize((128, 160)).save(style)
     browser.find_element(By.ID, "photo").send_keys(str(photo))
+    browser.find_element(By.ID, "style").send_keys(str(style))
     set_value(browser, "#dream-octaves", 3)
     set_value(browser, "#dream-steps", 8)
     browser.find_element(By.ID, "dream-run").click()
     result = browser.find_element(By.ID, "vision-result")
     wait(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", result) > 0, timeout=120)
+    set_value(browser, "#job-iterations", 80)
+    set_value(browser, "#job-size", 160)
+    browser.find_element(By.ID, "job-submit").click()
     set_value(browser, "#text-max-tokens", 160)
     browser.find_element(By.ID, "sweep-run").click()
     wait(browser, lambda: browser.find_element(By.ID, "sweep-run").is_enabled(), timeout=60)
     set_value(browser, "#text-max-tokens", 420)
+    set_value(browser, "#text-seed", 17)
     browser.find_element(By.ID, "text-generate").click()
     output = browser.find_element(By.ID, "text-output")
     wait(browser, lambda: output.get_attribute("data-state") == "done", timeout=60)
@@ -306,4 +345,6 @@ def showcase(browser: Any) -> None:
     wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#latent-grid img")) == 24)
     browser.find_element(By.ID, "latent-interpolate").click()
     wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#latent-strip img")) == 10)
+    job = browser.find_element(By.ID, "job-result")
+    wait(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", job) > 0, timeout=180)
     browser.execute_script("window.scrollTo(0, 0)")

@@ -21,11 +21,13 @@ async function failure(response) {
   } catch (_) {
     // not JSON: the status line says enough
   }
-  return new Error(message);
+  const error = new Error(message);
+  error.status = response.status; // an answer, not a lost connection: never retried
+  return error;
 }
 
-async function call(path, { method = "GET", json, form, accept, signal } = {}) {
-  const init = { method, signal, headers: authHeaders(accept ? { Accept: accept } : {}) };
+async function call(path, { method = "GET", json, form, accept, headers = {}, signal } = {}) {
+  const init = { method, signal, headers: authHeaders(accept ? { ...headers, Accept: accept } : headers) };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers["Content-Type"] = "application/json";
@@ -371,48 +373,64 @@ async function applyConcept() {
 
 // ---------------------------------------------------------------- style-transfer job
 
-const JOB_DONE = new Set(["succeeded", "failed", "cancelled"]);
-const stateName = (state) => String(state || "").toLowerCase().replace(/^job_state_/, "");
-
 async function submitJob(signal) {
+  const iterations = numberOf("#job-iterations");
   const form = new FormData();
   form.append("content", chosenFile("#photo", "a photo"));
   form.append("style", chosenFile("#style", "a style image"));
-  form.append("iterations", String(numberOf("#job-iterations")));
+  form.append("iterations", String(iterations));
   form.append("max_size", String(numberOf("#job-size")));
+  form.append("preview_every", String(Math.max(1, Math.round(iterations / 10))));
   const job = await callJson("v1/jobs", { method: "POST", form, signal });
   const cancel = $("#job-cancel");
   const onCancel = () => call(`v1/jobs/${job.id}/cancel`, { method: "POST" }).catch((error) => showError("jobs", error));
   cancel.disabled = false;
   cancel.addEventListener("click", onCancel, { once: true });
   try {
-    await watchJob(job.id, signal);
+    await watchJob(job, signal);
   } finally {
     cancel.disabled = true;
     cancel.removeEventListener("click", onCancel);
   }
 }
 
-async function watchJob(id, signal) {
+// Follows the job's events to its terminal one. A dropped connection is resumed after the last
+// event received (Last-Event-ID), so no event is missed or repeated.
+async function watchJob(job, signal) {
   const progress = $("#job-progress");
   const status = $("#job-status");
-  $("#job-result").removeAttribute("src");
+  const result = $("#job-result");
+  result.removeAttribute("src");
   progress.value = 0;
-  status.textContent = `job ${id}: queued`;
-  const response = await call(`v1/jobs/${id}/events`, { accept: "text/event-stream", signal });
-  let state = "queued";
-  for await (const event of events(response)) {
-    const data = payload(event);
-    if (data.state) state = stateName(data.state);
-    if (data.total_steps) progress.value = data.step / data.total_steps;
-    if (data.preview) $("#job-preview").src = pngUrl(data.preview);
-    const steps = data.total_steps ? ` · step ${data.step} of ${data.total_steps}` : "";
-    status.textContent = `job ${id}: ${state}${steps}`;
-    if (JOB_DONE.has(state)) break;
+  status.textContent = `job ${job.id}: ${job.state}`;
+  let state = job.state;
+  let lastId = null;
+  let terminal = false;
+  for (let retries = 0; !terminal; ) {
+    try {
+      const headers = lastId ? { "Last-Event-ID": lastId } : {};
+      const response = await call(`v1/jobs/${job.id}/events`, { accept: "text/event-stream", headers, signal });
+      if (response.status === 204) break; // nothing after the last event: it was the terminal one
+      for await (const event of events(response)) {
+        const data = payload(event);
+        lastId = event.id || lastId;
+        state = data.state || state;
+        terminal = Boolean(data.terminal);
+        if (data.total_steps) progress.value = data.step / data.total_steps;
+        if (data.preview) $("#job-preview").src = pngUrl(data.preview);
+        const loss = data.losses ? ` · loss ${data.losses.total.toFixed(1)}` : "";
+        const steps = data.total_steps ? ` · step ${data.step} of ${data.total_steps}` : "";
+        status.textContent = `job ${job.id}: ${state}${steps}${loss}`;
+      }
+      if (!terminal && ++retries > 3) throw new Error(`the events of job ${job.id} keep ending before its last`);
+    } catch (error) {
+      if (error.status || signal.aborted || ++retries > 3) throw error;
+      await new Promise((resume) => setTimeout(resume, 1000));
+    }
   }
-  if (state !== "succeeded") throw new Error(`job ${id} ${state}`);
-  const result = await call(`v1/jobs/${id}/result`, { signal });
-  $("#job-result").src = URL.createObjectURL(await result.blob());
+  if (state !== "succeeded") throw new Error(`job ${job.id} ${state}`);
+  const answer = await call(`v1/jobs/${job.id}/result`, { signal });
+  result.src = URL.createObjectURL(await answer.blob());
   progress.value = 1;
 }
 
