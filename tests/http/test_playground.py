@@ -281,15 +281,35 @@ def test_a_style_transfer_job_shows_its_progress_then_its_result(
     assert console_errors(browser) == [] and shown_errors(browser) == []
 
 
-def test_an_api_error_is_shown_in_the_page(browser: Any) -> None:
-    key = browser.find_element(By.ID, "api-key")
-    browser.execute_script("arguments[0].value = 'wrong-key'", key)
-    browser.find_element(By.ID, "text-generate").click()
+def test_a_style_preview_of_the_photo_and_the_style_image(browser: Any) -> None:
+    set_value(browser, "#style-steps", 4)
+    set_value(browser, "#style-size", 64)
+    browser.find_element(By.ID, "style-run").click()  # both images were chosen above
+    result = browser.find_element(By.ID, "vision-result")
+    width = lambda: browser.execute_script("return arguments[0].naturalWidth", result)  # noqa: E731
+    wait(browser, lambda: width() > 0, timeout=60, what="the style preview's result")
+    assert width() == 64 and "done" in browser.find_element(By.ID, "vision-status").text
+    assert console_errors(browser) == [] and shown_errors(browser) == []
+
+
+def test_an_api_error_is_shown_in_the_page_and_the_key_is_kept(browser: Any) -> None:
+    def enter_key(value: str) -> None:
+        key = browser.find_element(By.ID, "api-key")
+        browser.execute_script(
+            "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'))", key, value
+        )
+
+    enter_key("wrong-key")  # the model lists are asked for again, with it
     error = browser.find_element(By.ID, "text-error")
     wait(browser, error.is_displayed, what="the error")
-    assert error.text.startswith("401: ") and "API key" in error.text
-    browser.execute_script("arguments[0].value = arguments[1]", key, API_KEY)
-    console_errors(browser)  # the refused request's 401 is logged by the browser: not a page error
+    assert error.text.startswith("401: ") and "API key" in error.text, error.text
+    browser.find_element(By.ID, "text-generate").click()
+    wait(browser, lambda: browser.find_element(By.ID, "text-generate").is_enabled(), what="the refused request")
+    assert browser.find_element(By.ID, "text-error").text.startswith("401: ")
+    assert browser.execute_script("return localStorage.getItem('genserve.apiKey')") == "wrong-key"
+    enter_key(API_KEY)
+    wait(browser, lambda: shown_errors(browser) == [], what="the errors to clear with the right key")
+    console_errors(browser)  # the refused requests' 401s, logged by the browser itself
 
 
 def test_a_screenshot_of_the_playground(browser: Any, request: pytest.FixtureRequest) -> None:
@@ -326,6 +346,8 @@ def showcase(browser: Any) -> None:
     browser.find_element(By.ID, "style").send_keys(str(style))
     set_value(browser, "#dream-octaves", 3)
     set_value(browser, "#dream-steps", 8)
+    set_value(browser, "#style-steps", 20)
+    set_value(browser, "#style-size", 160)
     browser.find_element(By.ID, "dream-run").click()
     result = browser.find_element(By.ID, "vision-result")
     wait(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", result) > 0, timeout=120)

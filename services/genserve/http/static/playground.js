@@ -201,8 +201,8 @@ async function generateText(signal) {
     status.textContent = `${characters} characters in ${seconds.toFixed(1)} s · ${status.textContent}`;
     output.dataset.state = "done";
   } catch (error) {
-    output.dataset.state = "failed";
-    status.textContent = "";
+    output.dataset.state = error.name === "AbortError" ? "stopped" : "failed";
+    status.textContent = error.name === "AbortError" ? "stopped" : "";
     throw error;
   }
 }
@@ -282,6 +282,10 @@ function stylePreview(signal) {
   const form = new FormData();
   form.append("content", chosenFile("#photo", "a photo"));
   form.append("style", chosenFile("#style", "a style image"));
+  const iterations = numberOf("#style-steps");
+  form.append("iterations", String(iterations));
+  form.append("max_size", String(numberOf("#style-size")));
+  form.append("preview_every", String(Math.max(1, Math.round(iterations / 10))));
   return visionStream("v1/vision/style-preview", form, signal);
 }
 
@@ -465,10 +469,16 @@ function start() {
 
 // The model lists (and the latent model's concepts): each section shows its own failure.
 function loadLists() {
-  fillModels($("#text-model"), "text").catch((error) => showError("text", error));
+  fillModels($("#text-model"), "text").then(
+    () => showError("text", null),
+    (error) => showError("text", error),
+  );
   fillModels($("#latent-model"), "latent")
     .then(fillConcepts)
-    .catch((error) => showError("latent", error));
+    .then(
+      () => showError("latent", null),
+      (error) => showError("latent", error),
+    );
 }
 
 start();
