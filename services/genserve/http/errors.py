@@ -123,9 +123,6 @@ class FieldNames:
     def with_alias(self, grpc_name: str, name: str) -> FieldNames:
         return FieldNames({**self.aliases, grpc_name: name}, self.not_found, self.not_found_code, self.not_found_cases)
 
-    def with_aliases(self, aliases: Mapping[str, str]) -> FieldNames:
-        return FieldNames({**self.aliases, **aliases}, self.not_found, self.not_found_code, self.not_found_cases)
-
     def not_found_param(self, message: str) -> tuple[str | None, str | None]:
         """The parameter and code of a NOT_FOUND with `message` (None, None: no parameter)."""
         for word, param, code in self.not_found_cases:
