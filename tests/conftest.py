@@ -23,6 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_STORE = ROOT / "model_store"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--playground-screenshot",
+        default="",
+        metavar="PATH",
+        help="tests/http/test_playground.py: fill the playground with real results and save a screenshot to PATH",
+    )
+
+
 def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
     deadline = time.monotonic() + timeout

@@ -155,3 +155,24 @@ def test_the_openapi_document_lists_the_routes_and_the_request_schema(client: Te
     )
     request = document["components"]["schemas"]["CompletionRequest"]["properties"]
     assert {"prompt", "max_tokens", "stream", "logprobs", "top_k", "min_p", "temperatures"} <= set(request)
+
+
+def test_the_playground_page_and_its_files_are_served_from_the_package() -> None:
+    client, registry = app_client()
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    # Everything the page loads lies beside it, and each of those files is served.
+    for asset in ("static/playground.css", "static/playground.js"):
+        assert f'"{asset}"' in page.text
+        served = client.get(f"/{asset}")
+        assert served.status_code == 200 and served.content
+    missing = client.get("/static/nothing.js")
+    assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
+    assert "http" not in page.text.replace("http-equiv", ""), "the page loads nothing from elsewhere"
+
+    def count(route: str) -> float:
+        labels = {"route": route, "method": "GET", "status": "200"}
+        return registry.get_sample_value("genserve_http_requests_total", labels) or 0.0
+
+    assert count("/") == 1 and count("/static") == 2

@@ -9,7 +9,8 @@ import pytest
 from genserve.client import GenserveClientError
 from genserve.client.errors import error_from
 from genserve.http.completion_schema import COMPLETION_FIELDS
-from genserve.http.errors import NO_FIELDS, STATUS_BY_GRPC, ErrorContext, from_client_error
+from genserve.http.errors import NO_FIELDS, STATUS_BY_GRPC, ApiError, ErrorContext, FieldNames, from_client_error
+from genserve.http.media import negotiate
 
 CONTEXT = ErrorContext(gateway_addr="gw.example:50051", retry_after_seconds=3)
 EXPECTED = {
@@ -102,3 +103,48 @@ def test_unavailable_names_the_backend_or_the_gateway() -> None:
         GenserveClientError("failed to connect to all addresses", "UNAVAILABLE"), NO_FIELDS, CONTEXT
     )
     assert channel.message.startswith("the gateway at gw.example:50051 is unavailable (failed to connect")
+
+
+def test_an_indexed_member_is_named_by_the_route_and_not_found_by_its_subject() -> None:
+    names = FieldNames(
+        {"styles.image": "style", "styles.weight": "style_weights", "start.image[0]": "start", "start.vector": "start"},
+        not_found_cases=(("latent model", "model", "model_not_found"), ("concept", "name", "concept_not_found")),
+    )
+    cases = {
+        "styles[1].image is not a readable image": ("style[1]", "style[1] is not a readable image"),
+        "styles[0].weight must be >= 0, got -1": ("style_weights[0]", "style_weights[0] must be >= 0, got -1"),
+        "start.image[0] is truncated": ("start", "start is truncated"),
+        "start.vector[3] must be finite, got nan": ("start[3]", "start[3] must be finite, got nan"),
+        "start.vector has 3 components": ("start", "start has 3 components"),
+    }
+    for message, (param, shown) in cases.items():
+        error = from_client_error(GenserveClientError(message, "INVALID_ARGUMENT"), names, CONTEXT)
+        assert (error.param, error.message) == (param, shown), message
+    model = from_client_error(GenserveClientError("latent model 'x' is not loaded", "NOT_FOUND"), names, CONTEXT)
+    concept = from_client_error(GenserveClientError("you have no concept 'y'", "NOT_FOUND"), names, CONTEXT)
+    other = from_client_error(GenserveClientError("no such thing", "NOT_FOUND"), names, CONTEXT)
+    assert (model.param, model.code) == ("model", "model_not_found")
+    assert (concept.param, concept.code) == ("name", "concept_not_found")
+    assert (other.param, other.code) == (None, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [
+        (None, "image/png"),
+        ("*/*", "image/png"),
+        ("text/event-stream", "text/event-stream"),
+        ("application/json, */*;q=0.1", "application/json"),
+        ("image/*;q=0.5, application/json;q=0.9", "application/json"),
+        ("text/*", "text/event-stream"),
+        ("image/png;q=0, */*", "application/json"),
+    ],
+)
+def test_accept_chooses_the_answer(accept: str | None, chosen: str) -> None:
+    assert negotiate(accept, ("image/png", "application/json", "text/event-stream")) == chosen
+
+
+def test_an_unacceptable_accept_is_406() -> None:
+    with pytest.raises(ApiError) as refused:
+        negotiate("text/html", ("image/png", "application/json"))
+    assert refused.value.status == 406 and refused.value.param == "Accept"

@@ -107,22 +107,38 @@ class FieldNames:
     """How one route names the fields that the gRPC messages speak of.
 
     `aliases` maps a gRPC field path ("sampling.top_p", "top_logprobs") to the route's parameter
-    ("top_p", "logprobs"); `not_found` is the parameter a NOT_FOUND is about ("model"), reported
-    with `not_found_code` ("model_not_found", as OpenAI does).
+    ("top_p", "logprobs"); an indexed path with a member ("styles[0].weight") is looked up whole,
+    then without its index ("styles.weight", the index kept: "style_weights[0]"), then by its
+    name alone. `not_found` is the parameter a NOT_FOUND is about ("model"), reported with
+    `not_found_code` ("model_not_found", as OpenAI does); a route whose NOT_FOUND may be about
+    one of several things lists `not_found_cases`: (a word the message holds, the parameter, the
+    code), the first whose word is in the message taken.
     """
 
     aliases: Mapping[str, str] = field(default_factory=dict)
     not_found: str | None = None
     not_found_code: str | None = None
+    not_found_cases: tuple[tuple[str, str, str], ...] = ()
 
     def with_alias(self, grpc_name: str, name: str) -> FieldNames:
-        return FieldNames({**self.aliases, grpc_name: name}, self.not_found, self.not_found_code)
+        return FieldNames({**self.aliases, grpc_name: name}, self.not_found, self.not_found_code, self.not_found_cases)
+
+    def not_found_param(self, message: str) -> tuple[str | None, str | None]:
+        """The parameter and code of a NOT_FOUND with `message` (None, None: no parameter)."""
+        for word, param, code in self.not_found_cases:
+            if word in message:
+                return param, code
+        return self.not_found, self.not_found_code
 
 
 NO_FIELDS = FieldNames()
 
-# The field a service's message starts with: "sampling.top_p must be …", "stop[1] must have …".
-LEADING_FIELD = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)(?P<index>\[\d+\])?(?=[\s:,;]|$)")
+# The field a service's message starts with: "sampling.top_p must be …", "stop[1] must have …",
+# "styles[0].weight must be …".
+LEADING_FIELD = re.compile(
+    r"^(?P<name>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)(?P<index>\[\d+\])?"
+    r"(?P<member>(?:\.[a-z_][a-z0-9_]*)+)?(?=[\s:,;]|$)"
+)
 
 
 @dataclass(frozen=True)
@@ -154,9 +170,17 @@ def naming(names: FieldNames) -> Iterator[None]:
 def _named(message: str, names: FieldNames) -> tuple[str, str | None]:
     """The message with its leading gRPC field path in the route's words, and that parameter."""
     match = LEADING_FIELD.match(message)
-    if match is None or match.group("name") not in names.aliases:
+    if match is None:
         return message, None
-    param = names.aliases[match.group("name")] + (match.group("index") or "")
+    name, index, member = match.group("name"), match.group("index") or "", match.group("member") or ""
+    if name + index + member in names.aliases:  # "start.image[0]" → "start": a point's one image
+        param = names.aliases[name + index + member]
+    elif member and name + member in names.aliases:  # "styles[1].weight" → "style_weights[1]"
+        param = names.aliases[name + member] + index
+    elif name in names.aliases:
+        param = names.aliases[name] + index + member
+    else:
+        return message, None
     return param + message[match.end() :], param
 
 
@@ -166,8 +190,9 @@ def from_client_error(error: GenserveClientError, names: FieldNames, context: Er
     message, param = _named(error.message, names)
     code = error.code.lower()
     headers: dict[str, str] = {}
-    if status == 404 and names.not_found is not None:
-        param, code = names.not_found, names.not_found_code or code
+    not_found, not_found_code = names.not_found_param(message) if status == 404 else (None, None)
+    if not_found is not None:
+        param, code = not_found, not_found_code or code
     elif status == 429:
         headers["Retry-After"] = str(context.retry_after_seconds)
     elif status == 503 and "service" not in message and "gateway" not in message:
