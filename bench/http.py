@@ -34,6 +34,7 @@ sys.path[:] = [p for p in sys.path if p not in ("", _HERE)] + [_HERE]
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -53,7 +54,7 @@ CONCURRENCY = (1, 8, 32)
 TRANSPORTS = ("http", "grpc")
 TARGET_C32_RATIO = 0.8  # HTTP tokens/s ÷ gRPC tokens/s at concurrency 32, at least
 TARGET_TTFT_MS = 20.0  # HTTP TTFT p50 − gRPC TTFT p50 at concurrency 1, at most
-DATA = "data: "
+DATA, DONE = b"data: ", b"data: [DONE]"
 
 
 @dataclass
@@ -61,10 +62,16 @@ class Result:
     first: float  # request start → first text
     latency: float  # request start → end of stream
     tokens: int  # characters received (a token is one character)
+    events: int  # SSE events or gRPC messages that carried text
 
 
 class HttpSide:
-    """Streamed completions over SSE: one httpx connection pool, each chunk's JSON decoded."""
+    """Streamed completions over SSE: one httpx connection pool, each event's JSON decoded.
+
+    The body is split into events by hand (they are separated by a blank line, and the role's
+    events are single `data:` lines) rather than by httpx's text and line decoders: that keeps
+    the client's own cost per event close to the gRPC client's, and this benchmark is about
+    the server side."""
 
     def __init__(self, url: str, model: str, concurrency: int) -> None:
         self.model = model
@@ -75,21 +82,25 @@ class HttpSide:
         body = {"model": self.model, "prompt": PROMPT, "max_tokens": max_tokens, "seed": seed, "stream": True}
         started = time.perf_counter()
         first = 0.0
-        count = 0
+        count = events = 0
         async with self.client.stream("POST", "/v1/completions", json=body) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:300]!r}")
-            async for line in response.aiter_lines():
-                if not line.startswith(DATA) or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[len(DATA) :])
-                if "error" in chunk:
-                    raise RuntimeError(f"stream failed: {chunk['error']}")
-                text = chunk["choices"][0]["text"]
-                if text and not first:
-                    first = time.perf_counter() - started
-                count += len(text)
-        return Result(first, time.perf_counter() - started, count)
+            pending = b""
+            async for data in response.aiter_raw():
+                *complete, pending = (pending + data).split(b"\n\n")
+                for block in complete:
+                    if not block.startswith(DATA) or block == DONE:
+                        continue
+                    chunk = json.loads(block[len(DATA) :])
+                    if "error" in chunk:
+                        raise RuntimeError(f"stream failed: {chunk['error']}")
+                    text = chunk["choices"][0]["text"]
+                    if text and not first:
+                        first = time.perf_counter() - started
+                    count += len(text)
+                    events += bool(text)
+        return Result(first, time.perf_counter() - started, count, events)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -107,19 +118,33 @@ class GrpcSide:
         request = text_pb2.GenerateRequest(model=self.model, prompt=PROMPT, max_tokens=max_tokens, seed=seed)
         started = time.perf_counter()
         first = 0.0
-        count = 0
+        count = events = 0
         async for message in self.stub.GenerateStream(request, timeout=600):
             if message.text and not first:
                 first = time.perf_counter() - started
             count += len(message.text)
-        return Result(first, time.perf_counter() - started, count)
+            events += bool(message.text)
+        return Result(first, time.perf_counter() - started, count, events)
 
     async def close(self) -> None:
         await self.channel.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def closed_loop(
-    make: Callable[[int], HttpSide | GrpcSide], concurrency: int, per_worker: int, tokens: int
+    make: Callable[[int], HttpSide | GrpcSide],
+    concurrency: int,
+    per_worker: int,
+    tokens: int,
+    processes: dict[str, int],
 ) -> dict[str, float]:
     """`concurrency` clients, each sending `per_worker` requests one after another (the side is
     made here, inside the loop that uses it: grpc.aio channels belong to one event loop)."""
@@ -133,11 +158,16 @@ async def closed_loop(
             for i in range(per_worker):
                 results.append(await side.request(tokens, index * 1000 + i))
 
+        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        client_before = time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         wall = time.perf_counter() - started
+        cpu = {name: cpu_seconds(pid) - before[name] for name, pid in processes.items()}
+        cpu["client"] = time.process_time() - client_before  # this process: the benchmark's client
     finally:
         await side.close()
+    events = max(1, sum(r.events for r in results))
     return {
         "tokens_per_s": sum(r.tokens for r in results) / wall,
         "ttft_p50_ms": 1000 * percentile([r.first for r in results], 50),
@@ -145,6 +175,10 @@ async def closed_loop(
         "latency_p50_s": percentile([r.latency for r in results], 50),
         "requests": len(results),
         "tokens": sum(r.tokens for r in results),
+        "events": events,
+        # CPU time the servers spent per event (SSE event or gRPC message) in the measured part:
+        # unlike tokens/s, it barely depends on what else the machine runs meanwhile.
+        **{f"{name}_cpu_us_per_event": 1e6 * seconds / events for name, seconds in cpu.items()},
     }
 
 
@@ -175,24 +209,27 @@ def main() -> None:
             "http": lambda c: HttpSide(http.url, model, c),  # type: ignore[union-attr]
             "grpc": lambda c: GrpcSide(gateway.address, model),  # type: ignore[union-attr]
         }
+        servers = {"gateway": gateway.process.pid, "text": text.process.pid}
         phases: dict[str, dict[str, object]] = {}
         for concurrency in CONCURRENCY:
-            per_worker = 1 if args.quick else max(2, 64 // concurrency)
+            # 16 requests per phase at concurrency 1 and 8, 64 at 32 (two per client).
+            per_worker = 1 if args.quick else max(2, 16 // concurrency)
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in TRANSPORTS}
             for index in range(rounds):
                 # Alternate which side goes first, so neither always runs on a machine just warmed up.
                 for name in TRANSPORTS if index % 2 == 0 else TRANSPORTS[::-1]:
-                    runs[name].append(asyncio.run(closed_loop(sides[name], concurrency, per_worker, tokens)))
+                    watched = {**servers, "http_role": http.process.pid} if name == "http" else servers
+                    runs[name].append(asyncio.run(closed_loop(sides[name], concurrency, per_worker, tokens, watched)))
             phase: dict[str, object] = {}
             for name in TRANSPORTS:
                 phase[name] = {key: median([r[key] for r in runs[name]]) for key in runs[name][0]}
             http_fig, grpc_fig = phase["http"], phase["grpc"]
             assert isinstance(http_fig, dict) and isinstance(grpc_fig, dict)
-            phase["tokens_per_s_ratio"] = http_fig["tokens_per_s"] / grpc_fig["tokens_per_s"]
-            # Per round, side by side: the spread of the ratio says how much to trust the median.
-            phase["round_ratios"] = [
-                round(h["tokens_per_s"] / g["tokens_per_s"], 3) for h, g in zip(runs["http"], runs["grpc"], strict=True)
-            ]
+            # Per round, side by side: the ratio of each pair of neighbouring phases, whose median is
+            # the figure (the machine's drift between rounds cancels out of each ratio).
+            ratios = [h["tokens_per_s"] / g["tokens_per_s"] for h, g in zip(runs["http"], runs["grpc"], strict=True)]
+            phase["round_ratios"] = [round(ratio, 3) for ratio in ratios]
+            phase["tokens_per_s_ratio"] = median(ratios)
             phase["ttft_p50_diff_ms"] = http_fig["ttft_p50_ms"] - grpc_fig["ttft_p50_ms"]
             phases[f"c{concurrency}"] = phase
             print(
@@ -212,17 +249,36 @@ def main() -> None:
         assert isinstance(phase, dict)
         return float(phase[side][key])
 
+    def ratio(concurrency: int) -> float:
+        phase = figures[f"c{concurrency}"]
+        assert isinstance(phase, dict)
+        return float(phase["tokens_per_s_ratio"])
+
     print()
     print("| concurrency | HTTP/SSE tok/s | gRPC tok/s | HTTP ÷ gRPC | TTFT p50 / p95 HTTP | TTFT p50 / p95 gRPC |")
     print("|---|---|---|---|---|---|")
     for c in CONCURRENCY:
         print(
             f"| {c} | {fig(c, 'http', 'tokens_per_s'):,.0f} | {fig(c, 'grpc', 'tokens_per_s'):,.0f} | "
-            f"{fig(c, 'http', 'tokens_per_s') / fig(c, 'grpc', 'tokens_per_s'):.2f} | "
+            f"{ratio(c):.2f} | "
             f"{fig(c, 'http', 'ttft_p50_ms'):.1f} / {fig(c, 'http', 'ttft_p95_ms'):.1f} ms | "
             f"{fig(c, 'grpc', 'ttft_p50_ms'):.1f} / {fig(c, 'grpc', 'ttft_p95_ms'):.1f} ms |"
         )
-    c32_ratio = fig(32, "http", "tokens_per_s") / fig(32, "grpc", "tokens_per_s")
+    print()
+    print(
+        "| concurrency | events per request HTTP / gRPC | CPU per event: http role | gateway HTTP / gRPC "
+        "| client HTTP / gRPC |"
+    )
+    print("|---|---|---|---|---|")
+    for c in CONCURRENCY:
+        per_request = [fig(c, side, "events") / fig(c, side, "requests") for side in TRANSPORTS]
+        print(
+            f"| {c} | {per_request[0]:.1f} / {per_request[1]:.1f} | "
+            f"{fig(c, 'http', 'http_role_cpu_us_per_event'):.0f} µs | "
+            f"{fig(c, 'http', 'gateway_cpu_us_per_event'):.0f} / {fig(c, 'grpc', 'gateway_cpu_us_per_event'):.0f} µs | "
+            f"{fig(c, 'http', 'client_cpu_us_per_event'):.0f} / {fig(c, 'grpc', 'client_cpu_us_per_event'):.0f} µs |"
+        )
+    c32_ratio = ratio(32)
     ttft_diff = fig(1, "http", "ttft_p50_ms") - fig(1, "grpc", "ttft_p50_ms")
     figures["c32_tokens_per_s_ratio"] = c32_ratio
     figures["c1_ttft_p50_diff_ms"] = ttft_diff

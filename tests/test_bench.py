@@ -179,8 +179,12 @@ def check_http(figures: Figures) -> None:
         result = has_keys(figures[phase], ["http", "grpc", "tokens_per_s_ratio", "round_ratios"], phase)
         positive(result, ["tokens_per_s_ratio"], phase)
         for side in ("http", "grpc"):
-            keys = ["tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "latency_p50_s", "requests", "tokens"]
+            keys = ["tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "latency_p50_s", "requests", "tokens", "events"]
             positive(has_keys(result[side], keys, f"{phase}.{side}"), keys, f"{phase}.{side}")
+            # CPU time per event from /proc, in clock ticks: 0 in a run this short is possible.
+            servers = ["gateway", "text", "client", *(["http_role"] if side == "http" else [])]
+            cpu = has_keys(result[side], [f"{name}_cpu_us_per_event" for name in servers], f"{phase}.{side}")
+            assert all(cpu[f"{name}_cpu_us_per_event"] >= 0 for name in servers), cpu
         # The same load on both sides: every request of both came back whole.
         assert result["http"]["tokens"] == result["grpc"]["tokens"], result  # type: ignore[index]
     flags(figures["targets_met"], ["c32_ratio_ge_0.8", "c1_ttft_within_20ms"], "targets_met")
