@@ -167,6 +167,29 @@ def check_latent(figures: Figures) -> None:
     assert isinstance(figures["target_c64_ge_5x"], bool)
 
 
+def check_http(figures: Figures) -> None:
+    has_keys(
+        figures,
+        ["model", "tokens_per_request", "rounds", "c1", "c8", "c32", "c32_tokens_per_s_ratio", "c1_ttft_p50_diff_ms"],
+        "http",
+    )
+    positive(figures, ["tokens_per_request", "rounds", "c32_tokens_per_s_ratio"], "http")
+    assert isinstance(figures["c1_ttft_p50_diff_ms"], int | float), figures["c1_ttft_p50_diff_ms"]
+    for phase in ("c1", "c8", "c32"):
+        result = has_keys(figures[phase], ["http", "grpc", "tokens_per_s_ratio", "round_ratios"], phase)
+        positive(result, ["tokens_per_s_ratio"], phase)
+        for side in ("http", "grpc"):
+            keys = ["tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "latency_p50_s", "requests", "tokens", "events"]
+            positive(has_keys(result[side], keys, f"{phase}.{side}"), keys, f"{phase}.{side}")
+            # CPU time per event from /proc, in clock ticks: 0 in a run this short is possible.
+            servers = ["gateway", "text", "client", *(["http_role"] if side == "http" else [])]
+            cpu = has_keys(result[side], [f"{name}_cpu_us_per_event" for name in servers], f"{phase}.{side}")
+            assert all(cpu[f"{name}_cpu_us_per_event"] >= 0 for name in servers), cpu
+        # The same load on both sides: every request of both came back whole.
+        assert result["http"]["tokens"] == result["grpc"]["tokens"], result  # type: ignore[index]
+    flags(figures["targets_met"], ["c32_ratio_ge_0.8", "c1_ttft_within_20ms"], "targets_met")
+
+
 @pytest.mark.parametrize(
     ("script", "check"),
     [
@@ -175,6 +198,7 @@ def check_latent(figures: Figures) -> None:
         ("jobs.py", check_jobs),
         ("faults.py", check_faults),
         ("latent.py", check_latent),
+        ("http.py", check_http),
     ],
 )
 def test_quick_mode_closes_with_its_json_line(script: str, check: Callable[[Figures], None]) -> None:

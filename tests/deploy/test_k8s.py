@@ -21,8 +21,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from genserve.common.config import ALL_SETTINGS, PortSettings, ServerSettings, describe
+from genserve.client import AsyncClient
+from genserve.common.config import ALL_SETTINGS, HttpSettings, PortSettings, ServerSettings, describe
+from genserve.common.metrics import HttpMetrics
+from genserve.http.app import create_app
 from genserve.jobs import records, scripts
 from tests.deploy.render import (
     K8S,
@@ -52,9 +56,14 @@ KNOWN_VARIABLES = {env for cls in ALL_SETTINGS for env, _, _ in describe(cls)}
 # Not a genserve setting: the Secret value that REDIS_URL is built from with $(REDIS_PASSWORD).
 ALLOWED_VARIABLES = {"REDIS_PASSWORD"}
 PORTS = PortSettings()
-ROLES = ("gateway", "text", "vision", "latent", "worker")
+GRPC_ROLES = ("gateway", "text", "vision", "latent", "worker")
+# The HTTP front door: it serves HTTP (GENSERVE_HTTP_PORT) where the others serve gRPC.
+HTTP_ROLE = "http"
+ROLES = (*GRPC_ROLES, HTTP_ROLE)
 MODEL_ROLES = ("text", "vision", "latent")
-GRPC_PORTS = {role: getattr(PORTS, f"{role}_port") for role in ROLES}
+# Roles that run no model (no torch threads, no GPU).
+FRONT_ROLES = ("gateway", HTTP_ROLE)
+GRPC_PORTS = {role: getattr(PORTS, f"{role}_port") for role in GRPC_ROLES}
 METRICS_PORTS = {role: getattr(PORTS, f"{role}_metrics_port") for role in ROLES}
 REDIS_CLIENTS = {"gateway", "latent", "worker"}
 REDIS_UID = 999  # the redis image's user
@@ -185,7 +194,7 @@ def test_every_pod_meets_the_restricted_profile(target: str, rendered: dict[str,
     namespace = find(docs, "Namespace", "genserve")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     pods = list(workloads(docs))
-    assert len(pods) == (5 if target == "overlays/prod" else 6)
+    assert len(pods) == (6 if target == "overlays/prod" else 7)
     for workload in pods:
         where = f"{target} {workload.kind}/{workload.name}"
         pod = workload.pod
@@ -216,7 +225,7 @@ def test_every_pod_meets_the_restricted_profile(target: str, rendered: dict[str,
 @targets()
 def test_torch_threads_follow_the_cpu_limit(target: str, rendered: dict[str, list[Doc]]) -> None:
     for name, container in genserve_containers(rendered[target]):
-        if name == "gateway":
+        if name in FRONT_ROLES:
             continue
         threads = env_of(container)["GENSERVE_TORCH_THREADS"]
         reference = {"resource": "limits.cpu", "divisor": "1"}
@@ -243,7 +252,7 @@ def test_every_variable_is_a_setting(target: str, rendered: dict[str, list[Doc]]
 @targets()
 def test_roles_serve_their_ports(target: str, rendered: dict[str, list[Doc]]) -> None:
     docs = rendered[target]
-    for role in ROLES:
+    for role in GRPC_ROLES:
         container = find(docs, "Deployment", role)["spec"]["template"]["spec"]["containers"][0]
         assert container["args"] == ["serve", role]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -252,6 +261,28 @@ def test_roles_serve_their_ports(target: str, rendered: dict[str, list[Doc]]) ->
             continue  # TLS: see test_prod_gateway_speaks_tls
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"]["port"] == GRPC_PORTS[role], f"{role} {probe}"
+
+
+@targets()
+def test_http_role_serves_http_with_http_probes(target: str, rendered: dict[str, list[Doc]]) -> None:
+    container = find(rendered[target], "Deployment", HTTP_ROLE)["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["serve", HTTP_ROLE]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": PORTS.http_port, "metrics": PORTS.http_metrics_port}
+    # Ready while a gateway is SERVING; alive while the process answers HTTP, gateway or not (a
+    # gateway outage must not restart every front door).
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    liveness = container["livenessProbe"]["httpGet"]
+    assert liveness["port"] == "http" and liveness["path"] != "/healthz"
+    app = http_app()
+    assert {"/healthz", liveness["path"]} <= {app.openapi_url, *app.openapi()["paths"]}
+    # The document the liveness probe reads is made in the process, with no call to a gateway.
+    assert liveness["path"] == app.openapi_url
+
+
+def http_app() -> Any:
+    """The http role's application, as the role builds it (its metrics in a registry of their own)."""
+    return create_app(HttpSettings(), HttpMetrics(CollectorRegistry()), lambda: AsyncClient())
 
 
 @targets()
@@ -291,7 +322,7 @@ def test_drain_fits_in_the_termination_grace(target: str, rendered: dict[str, li
 def test_autoscaling_and_disruption_budgets(target: str, rendered: dict[str, list[Doc]]) -> None:
     docs = rendered[target]
     minimum = 2 if target == "overlays/prod" else 1
-    for role in ("gateway", *MODEL_ROLES):
+    for role in (*FRONT_ROLES, *MODEL_ROLES):
         hpa = find(docs, "HorizontalPodAutoscaler", role)
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": role}
@@ -355,6 +386,21 @@ def test_gateway_reaches_model_replicas_through_headless_services(target: str, r
 
 
 @targets()
+def test_http_role_reaches_every_gateway_and_is_public(target: str, rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered[target]
+    env = env_of(find(docs, "Deployment", HTTP_ROLE)["spec"]["template"]["spec"]["containers"][0])
+    # The headless Service's DNS name: every gateway pod, balanced per call (genserve.common.balancing).
+    address = f"dns:///gateway-headless.genserve.svc.cluster.local:{GRPC_PORTS['gateway']}"
+    assert env["GENSERVE_HTTP_GATEWAY_ADDR"]["value"] == address
+    headless = find(docs, "Service", "gateway-headless")["spec"]
+    assert headless["clusterIP"] == "None" and headless["selector"] == {"app": "gateway"}
+    assert {"name": "grpc", "port": GRPC_PORTS["gateway"], "targetPort": "grpc"} in headless["ports"]
+    public = find(docs, "Service", HTTP_ROLE)["spec"]
+    assert public["type"] == "LoadBalancer" and public["selector"] == {"app": HTTP_ROLE}
+    assert public["ports"] == [{"name": "http", "port": PORTS.http_port, "targetPort": "http"}]
+
+
+@targets()
 def test_service_monitor_scrapes_every_role(target: str, rendered: dict[str, list[Doc]]) -> None:
     docs = rendered[target]
     [monitor] = of_kind(docs, "ServiceMonitor")
@@ -377,11 +423,21 @@ def test_network_policies(target: str, rendered: dict[str, list[Doc]]) -> None:
     docs = rendered[target]
     policies = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "NetworkPolicy")}
     assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
-    # Only the gateway's policy lets in traffic from anywhere, and on its gRPC port only.
+    # Only the gateway's and the http role's policies let in traffic from anywhere, each on its
+    # public port only.
     open_ones = [name for name, spec in policies.items() for rule in spec.get("ingress", []) if "from" not in rule]
-    assert open_ones == ["gateway-from-anywhere"]
+    assert sorted(open_ones) == ["gateway-from-anywhere", "http-from-anywhere"]
     [rule] = policies["gateway-from-anywhere"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": GRPC_PORTS["gateway"]}]
+    assert policies["http-from-anywhere"]["podSelector"] == {"matchLabels": {"app": HTTP_ROLE}}
+    [rule] = policies["http-from-anywhere"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": PORTS.http_port}]
+    # The http role's calls reach the gateways even if gateway-from-anywhere is narrowed.
+    assert policies["gateway-from-http"]["podSelector"] == {"matchLabels": {"app": "gateway"}}
+    assert policies["gateway-from-http"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"app": HTTP_ROLE}}}],
+         "ports": [{"protocol": "TCP", "port": GRPC_PORTS["gateway"]}]}
+    ]  # fmt: skip
     for role in MODEL_ROLES:
         spec = policies[f"{role}-from-gateway"]
         assert spec["podSelector"] == {"matchLabels": {"app": role}}
@@ -502,7 +558,7 @@ def test_gpu_overlay_puts_models_and_workers_on_gpus(rendered: dict[str, list[Do
     for role in ROLES:
         pod = find(docs, "Deployment", role)["spec"]["template"]["spec"]
         limits = pod["containers"][0]["resources"]["limits"]
-        if role == "gateway":
+        if role in FRONT_ROLES:
             assert "nvidia.com/gpu" not in limits and "tolerations" not in pod
             continue
         assert limits["nvidia.com/gpu"] == 1, role
@@ -541,3 +597,25 @@ def test_prod_gateway_speaks_tls(rendered: dict[str, list[Doc]]) -> None:
         assert command[command.index("--tls-server-name") + 1]
     for role in MODEL_ROLES:  # only the gateway speaks TLS: the others keep native gRPC probes
         assert "grpc" in find(docs, "Deployment", role)["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+
+
+def test_prod_http_role_trusts_the_gateway_tls(rendered: dict[str, list[Doc]]) -> None:
+    """The gateways speak TLS in prod: the http role checks their certificate, and holds no key."""
+    docs = rendered["overlays/prod"]
+    gateway = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
+    probe = gateway["readinessProbe"]["exec"]["command"]
+    public_name = probe[probe.index("--tls-server-name") + 1]
+    pod = find(docs, "Deployment", HTTP_ROLE)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = env_of(container)
+    ca = env["GENSERVE_HTTP_GATEWAY_TLS_CA"]["value"]
+    # Dialled by the headless Service's name, checked against the name the certificate carries.
+    assert env["GENSERVE_HTTP_GATEWAY_SERVER_NAME"]["value"] == public_name
+    [mount] = [m for m in container["volumeMounts"] if ca.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "genserve-gateway-tls"
+    assert volume["secret"]["items"] == [{"key": "tls.crt", "path": ca.rsplit("/", 1)[1]}]
+    for target in ("base", "overlays/dev", "overlays/gpu"):  # plaintext gRPC inside the cluster there
+        env = env_of(find(rendered[target], "Deployment", HTTP_ROLE)["spec"]["template"]["spec"]["containers"][0])
+        assert "GENSERVE_HTTP_GATEWAY_TLS_CA" not in env, target

@@ -48,15 +48,18 @@ class AsyncClient:
         retry: Retry | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         server_name: str = "",
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        """`channel_options` are added to the channel's own (e.g. a service config that balances
+        over every address a DNS name resolves to: genserve.common.balancing); none by default."""
         self.address = address
         self.timeout = timeout
         self.retry = retry or Retry()
         self._metadata = key_metadata(api_key)
         self._channel = (
-            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, *channel_options])
             if credentials is None
-            else grpc.aio.secure_channel(address, credentials, options=tls_options(server_name))
+            else grpc.aio.secure_channel(address, credentials, options=[*tls_options(server_name), *channel_options])
         )
         self._text = text_pb2_grpc.TextServiceStub(self._channel)
         self._vision = vision_pb2_grpc.VisionServiceStub(self._channel)

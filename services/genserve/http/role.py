@@ -15,6 +15,7 @@ import grpc
 import uvicorn
 
 from genserve.client import AsyncClient
+from genserve.common.balancing import BALANCING_OPTIONS, channel_target
 from genserve.common.config import HttpSettings, ServerSettings
 from genserve.common.metrics import HttpMetrics
 from genserve.common.tls import read_pem
@@ -32,11 +33,14 @@ def serve(server: ServerSettings, settings: HttpSettings, port: int, metrics_por
         credentials = grpc.ssl_channel_credentials(root_certificates=ca)
 
     def make_client() -> AsyncClient:
+        # GENSERVE_HTTP_GATEWAY_ADDR may name several gateways (a list, or a DNS name of a headless
+        # Service): calls are spread round_robin over the SERVING ones, as the gateway spreads its own.
         return AsyncClient(
-            settings.gateway_addr,
+            channel_target(settings.gateway_addr),
             timeout=settings.default_timeout_seconds,
             credentials=credentials,
             server_name=settings.gateway_server_name,
+            channel_options=BALANCING_OPTIONS,
         )
 
     app = create_app(settings, metrics, make_client)
