@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -128,6 +128,30 @@ class StartError(RuntimeError):
     """A child process did not come up; the message carries its log tail."""
 
 
+def _poll_until_ready(
+    ready: Callable[[], bool],
+    not_ready: Callable[[], str],
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float,
+    name: str,
+) -> None:
+    """Call `ready` every 0.1 s until it is True; fail early if the process exits, and after
+    `timeout` seconds with `not_ready()` (what was last seen) and the log's tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise StartError(
+                f"{name} exited with code {process.returncode} while starting; "
+                f"last lines of {log_path}:\n{tail(log_path)}"
+            )
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise StartError(f"{name} {not_ready()} within {timeout:.0f}s; last lines of {log_path}:\n{tail(log_path)}")
+        time.sleep(0.1)
+
+
 def wait_serving(
     address: str,
     process: subprocess.Popen[bytes],
@@ -137,27 +161,17 @@ def wait_serving(
     credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
     """Poll standard gRPC health until SERVING (over TLS with `credentials`); fail early if the process exits."""
-    deadline = time.monotonic() + timeout
     with open_channel(address, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if process.poll() is not None:
-                raise StartError(
-                    f"{name} exited with code {process.returncode} while starting; "
-                    f"last lines of {log_path}:\n{tail(log_path)}"
-                )
+
+        def serving() -> bool:
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
             except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise StartError(
-                    f"{name} did not report SERVING on {address} within {timeout:.0f}s; "
-                    f"last lines of {log_path}:\n{tail(log_path)}"
-                )
-            time.sleep(0.1)
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        _poll_until_ready(serving, lambda: f"did not report SERVING on {address}", process, log_path, timeout, name)
 
 
 def wait_http_ready(
@@ -165,28 +179,22 @@ def wait_http_ready(
 ) -> None:
     """Poll `url` (an HTTP readiness check such as the http role's /healthz) until it answers 200;
     fail early if the process exits. The HTTP sibling of `wait_serving`."""
-    deadline = time.monotonic() + timeout
     last = "no answer"
-    while True:
-        if process.poll() is not None:
-            raise StartError(
-                f"{name} exited with code {process.returncode} while starting; "
-                f"last lines of {log_path}:\n{tail(log_path)}"
-            )
+
+    def answered_200() -> bool:
+        nonlocal last
         try:
             with urllib.request.urlopen(url, timeout=1.0) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except urllib.error.HTTPError as error:
             last = f"{error.code} {error.read(500).decode(errors='replace')}"
         except (OSError, ValueError) as error:
             last = str(error)
-        if time.monotonic() > deadline:
-            raise StartError(
-                f"{name} was not ready at {url} within {timeout:.0f}s (last answer: {last}); "
-                f"last lines of {log_path}:\n{tail(log_path)}"
-            )
-        time.sleep(0.1)
+        return False
+
+    _poll_until_ready(
+        answered_200, lambda: f"was not ready at {url} (last answer: {last})", process, log_path, timeout, name
+    )
 
 
 class RedisNotFound(RuntimeError):
