@@ -198,8 +198,15 @@ def check_http(figures: Figures) -> None:
         ("jobs.py", check_jobs),
         ("faults.py", check_faults),
         ("latent.py", check_latent),
-        ("http.py", check_http),
+        ("http_streaming.py", check_http),
     ],
 )
 def test_quick_mode_closes_with_its_json_line(script: str, check: Callable[[Figures], None]) -> None:
     check(run_quick(script))
+
+
+def test_no_benchmark_shadows_a_standard_module() -> None:
+    # A script's folder comes first on sys.path: bench/http.py once made `import http.client` (in
+    # torch, urllib) find the benchmark instead, and every other benchmark failed to start.
+    names = {path.stem for path in (ROOT / "bench").glob("*.py")}
+    assert not names & set(sys.stdlib_module_names)

@@ -14,7 +14,7 @@ concurrency 1). Medians over the rounds; ratios are HTTP ÷ gRPC. Targets (issue
 gRPC tokens/s at concurrency 32, and TTFT p50 at concurrency 1 within 20 ms of gRPC's.
 
 The last line printed is one JSON object with every figure. Run: `make bench` or
-`.venv/bin/python bench/http.py [--model NAME] [--rounds N] [--quick]`.
+`.venv/bin/python bench/http_streaming.py [--model NAME] [--rounds N] [--quick]`.
 
 `--quick` is a smoke run of the same code in a few seconds: one round, 16-token requests, one
 request per client; the JSON line has the same keys (`tokens_per_request` says what was asked).
