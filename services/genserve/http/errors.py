@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -165,6 +165,20 @@ def naming(names: FieldNames) -> Iterator[None]:
         yield
     except GenserveClientError as error:
         raise CallFailed(error, names) from None
+
+
+Item = TypeVar("Item")
+
+
+async def named_stream(stream: AsyncIterator[Item], names: FieldNames) -> AsyncGenerator[Item, None]:
+    """The stream's items; its failure reported in the route's field names. Closing this closes
+    the stream, which cancels its gRPC call."""
+    try:
+        with naming(names):
+            async for item in stream:
+                yield item
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 def _named(message: str, names: FieldNames) -> tuple[str, str | None]:

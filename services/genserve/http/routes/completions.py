@@ -29,7 +29,7 @@ from genserve.http.completion_schema import (
     usage_of,
 )
 from genserve.http.disconnect import EventStreamResponse, unless_disconnected
-from genserve.http.errors import ApiError, CallFailed, ErrorContext, FieldNames, from_client_error, naming
+from genserve.http.errors import ApiError, CallFailed, ErrorContext, FieldNames, from_client_error, named_stream, naming
 from genserve.http.sse import DONE, event, merged
 
 router = APIRouter(tags=["text"])
@@ -101,22 +101,13 @@ async def _generate_all(
     return [task.result() for task in tasks]
 
 
-async def _pieces(
-    call: GatewayCall, prompt: str, options: GenerateOptions, names: FieldNames
-) -> AsyncGenerator[TextPiece, None]:
-    stream = call.client.generate_stream(prompt, timeout=call.timeout, **options)
-    try:
-        with naming(names):
-            async for piece in stream:
-                yield piece
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-
-
 async def _stream(
     body: CompletionRequest, request: Request, call: GatewayCall, prompts: list[str], options: GenerateOptions
 ) -> Response:
-    streams = [_pieces(call, prompt, options, _names(body, position)) for position, prompt in enumerate(prompts)]
+    streams = [
+        named_stream(call.client.generate_stream(prompt, timeout=call.timeout, **options), _names(body, position))
+        for position, prompt in enumerate(prompts)
+    ]
     pieces = merged(streams)
     try:
         first = await unless_disconnected(request, anext(pieces))

@@ -10,7 +10,7 @@ resumes after the terminal event gets 204, which tells EventSource to stop recon
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -19,7 +19,7 @@ from genserve.client import JobEvent
 from genserve.http.bodies import read_body, request_body
 from genserve.http.calls import TIMEOUT_HEADER, Call, front_door
 from genserve.http.disconnect import EventStreamResponse, unless_disconnected
-from genserve.http.errors import CallFailed, ErrorContext, from_client_error, naming
+from genserve.http.errors import CallFailed, ErrorContext, from_client_error, named_stream, naming
 from genserve.http.media import EVENTS, HEIGHT_HEADER, JSON, PNG, WIDTH_HEADER, json_response, negotiate, png_response
 from genserve.http.routes.jobs_schema import (
     JOB_FIELDS,
@@ -137,7 +137,7 @@ async def job_events(
     resume = last_event_id or after
     # A job may run for hours: the stream has a deadline only when the client asks for one.
     timeout = call.timeout if TIMEOUT_HEADER in request.headers else None
-    events = _named(call.client.watch_job(id, after=resume, timeout=timeout))
+    events = named_stream(call.client.watch_job(id, after=resume, timeout=timeout), EVENT_FIELDS)
     try:
         # Awaited before answering, so an unknown job (or a bad Last-Event-ID) gets its status.
         first: JobEvent | None = await unless_disconnected(request, anext(events))
@@ -151,15 +151,6 @@ async def job_events(
         await events.aclose()
         return Response(status_code=204)
     return EventStreamResponse(_events(first, events, front_door(request).errors))
-
-
-async def _named(stream: AsyncIterator[JobEvent]) -> AsyncGenerator[JobEvent, None]:
-    try:
-        with naming(EVENT_FIELDS):
-            async for item in stream:
-                yield item
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def _events(

@@ -24,7 +24,7 @@ from genserve.client import GenserveClientError, ImageResult
 from genserve.http.bodies import read_body, request_body
 from genserve.http.calls import Call, front_door
 from genserve.http.disconnect import EventStreamResponse, unless_disconnected
-from genserve.http.errors import CallFailed, ErrorContext, FieldNames, from_client_error, naming
+from genserve.http.errors import CallFailed, ErrorContext, FieldNames, from_client_error, named_stream
 from genserve.http.media import EVENTS, IMAGE_HEADERS, JSON, PNG, json_response, negotiate, png_response
 from genserve.http.routes.vision_schema import (
     DREAM_FORM,
@@ -112,7 +112,7 @@ async def answer(
     request: Request, media: str, stream: AsyncIterator[P], names: FieldNames, progress: Callable[[P], BaseModel]
 ) -> Response:
     """The stream's result as `media`: awaited whole for PNG and JSON, event by event for SSE."""
-    events = _named(stream, names)
+    events = named_stream(stream, names)
     if media == EVENTS:
         try:
             first: P | None = await unless_disconnected(request, anext(events))
@@ -126,17 +126,6 @@ async def answer(
     if media == PNG:
         return png_response(result, seed)
     return json_response(ImageAnswer(image=image_out(result), seed=seed))
-
-
-async def _named(stream: AsyncIterator[P], names: FieldNames) -> AsyncGenerator[P, None]:
-    """The stream's events; its failure reported in the route's field names. Closing this closes
-    the stream, which cancels its gRPC call."""
-    try:
-        with naming(names):
-            async for item in stream:
-                yield item
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
 
 
 def _no_result() -> GenserveClientError:
