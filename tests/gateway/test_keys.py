@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from genserve.common.config import ConfigError
-from genserve.gateway.auth import KEYS_FILE_RECHECK_SECONDS, KeyRing, _digest
+from genserve.common.watched_file import RECHECK_SECONDS
+from genserve.gateway.auth import KeyRing, _digest
 
 
 class Clock:
@@ -19,7 +20,7 @@ class Clock:
         return self.now
 
     def advance(self) -> None:
-        self.now += KEYS_FILE_RECHECK_SECONDS
+        self.now += RECHECK_SECONDS
 
 
 def principals(ring: KeyRing, secret: str) -> list[str]:

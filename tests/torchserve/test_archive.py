@@ -34,6 +34,7 @@ class FakeContext:
         self.system_properties: dict[str, Any] = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": batch_size}
         self.manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text(encoding="utf-8"))
         self.statuses: dict[int, tuple[int, str]] = {}
+        self.request_ids = {i: f"request-{i}" for i in range(batch_size)}
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.statuses[idx] = (code, phrase)
@@ -183,3 +184,45 @@ def test_the_latent_handler_draws_and_decodes_as_the_latent_service(
     assert len(replies[0]["images"]) == 3 and len(replies[2]["images"]) == 2
     reply = json_format.ParseDict(replies[0], latent_pb2.ImagesResponse())
     assert all(Image.open(io.BytesIO(image.data)).size == (28, 28) for image in reply.images)
+
+
+def test_only_requests_that_ask_to_stream_get_pieces_and_they_add_up_to_the_whole(
+    archives: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genserve.torchserve import handler as handler_module
+
+    sent: list[tuple[dict[int, str], list[str]]] = []
+    monkeypatch.setattr(
+        handler_module, "send_intermediate", lambda replies, ids, context: sent.append((dict(ids), list(replies)))
+    )
+    handle = entry_point(archives[TEXT], tmp_path / "text")
+    request = {"prompt": "ROMEO:", "max_tokens": 120, "seed": 21, "n": 2, "logprobs": True}
+    context = FakeContext(tmp_path / "text", batch_size=3)
+    handle(None, context)
+    data = [{"body": {**request, "stream": True}}, {"body": request}, {"body": {"prompt": "A", "stream": "yes"}}]
+    replies = [json.loads(reply) for reply in handle(data, context)]
+
+    assert context.statuses == {2: (400, replies[2]["error"]["message"])}
+    assert "'stream' must be true or false" in replies[2]["error"]["message"]
+    assert all(ids == {0: "request-0"} and replies_sent[1:] == ["", ""] for ids, replies_sent in sent)
+    pieces = [message for _, replies_sent in sent for message in json.loads(replies_sent[0])]
+    pieces += replies[0]  # the last messages are the call's own reply, which ends the stream
+    assert len(sent) >= 3 and isinstance(replies[0], list)
+    assert pieces[0]["model"] == TEXT and pieces[0]["seed"] == "21" and "model" not in pieces[1]
+    whole = replies[1]["completions"]
+    for completion in whole:
+        mine = [p for p in pieces if p.get("index", 0) == completion.get("index", 0)]
+        assert "".join(p.get("text", "") for p in mine) == completion["text"]
+        assert [t.get("id", 0) for p in mine for t in p.get("tokens", [])] == [
+            t.get("id", 0) for t in completion["tokens"]
+        ]
+        assert mine[-1]["finishReason"] == completion["finishReason"]
+        assert all("finishReason" not in p for p in mine[:-1])
+
+
+def test_latent_models_refuse_to_stream(archives: dict[str, Path], tmp_path: Path) -> None:
+    handle = entry_point(archives[LATENT], tmp_path / "latent")
+    context = FakeContext(tmp_path / "latent", batch_size=1)
+    (reply,) = handle([{"body": {"n": 1, "stream": True}}], context)
+    assert context.statuses[0][0] == 400
+    assert "only text models stream" in json.loads(reply)["error"]["message"]

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,9 +26,9 @@ from genserve.common.config import ConfigError
 from genserve.common.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
 from genserve.common.interceptors import WrappingInterceptor
 from genserve.common.metrics import Metrics
+from genserve.common.watched_file import WatchedFile
 
 log = logging.getLogger(__name__)
-KEYS_FILE_RECHECK_SECONDS = 1.0  # a rotated key works (and a revoked one stops) within this long
 
 
 @dataclass(frozen=True)
@@ -78,47 +77,16 @@ class KeyRing:
 
     def __init__(self, spec: str, keys_file: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.fixed = parse_api_keys(spec)
-        self.path = Path(keys_file) if keys_file else None
-        self.clock = clock
-        self.from_file: list[ApiKey] = []
-        self.stamp: tuple[int, int, int] | None = None
-        self.checked_at = clock()
-        if self.path is not None:
-            # A missing or malformed file at start-up is a configuration error, not an open gateway.
-            self.from_file = read_keys_file(self.path)
-            self.stamp = self._stamp(self.path)
+        # A missing or malformed file at start-up is a configuration error, not an open gateway.
+        self.keys_file = WatchedFile(Path(keys_file), read_keys_file, "API keys file", clock) if keys_file else None
 
     @property
     def enabled(self) -> bool:
         """Authentication is on once any key source is configured, even if the file is empty now."""
-        return bool(self.fixed) or self.path is not None
+        return bool(self.fixed) or self.keys_file is not None
 
     def current(self) -> list[ApiKey]:
-        self._refresh()
-        return [*self.fixed, *self.from_file]
-
-    @staticmethod
-    def _stamp(path: Path) -> tuple[int, int, int]:
-        # A Secret volume swaps a symlink on update: the followed file's inode changes, not only its mtime.
-        status = os.stat(path)
-        return status.st_ino, status.st_mtime_ns, status.st_size
-
-    def _refresh(self) -> None:
-        now = self.clock()
-        if self.path is None or now - self.checked_at < KEYS_FILE_RECHECK_SECONDS:
-            return
-        self.checked_at = now
-        try:
-            stamp = self._stamp(self.path)
-            if stamp == self.stamp:
-                return
-            self.from_file = read_keys_file(self.path)
-            self.stamp = stamp
-        except (OSError, ConfigError) as error:
-            # Mid-rotation or a typo: keep serving with the keys read last rather than lock everyone out.
-            log.error("API keys file not reloaded, the %d keys read before stay valid: %s", len(self.from_file), error)
-            return
-        log.info("API keys file %s read again: %d keys", self.path, len(self.from_file))
+        return [*self.fixed, *(self.keys_file.current() if self.keys_file is not None else [])]
 
 
 class Gatekeeper(WrappingInterceptor):

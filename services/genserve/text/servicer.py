@@ -61,65 +61,84 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self, request: text_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> text_pb2.GenerateResponse:
         domain = request_from_proto(request)
-        response = text_pb2.GenerateResponse()
-        parts: dict[int, list[str]] = {}
+        reply: ResponseAssembly | None = None
         async for item in self.generator().stream(domain, incremental=False):
             if isinstance(item, GenerationPlan):
-                response.model, response.prompt_tokens, response.seed = (
-                    item.model,
-                    item.prompt_tokens,
-                    item.seed,
-                )
-                for planned in item.completions:
-                    response.completions.add(index=planned.index, temperature=planned.temperature, seed=planned.seed)
-                    parts[planned.index] = []
-                continue
-            for update in item:
-                completion = response.completions[update.index]
-                parts[update.index].append(update.text)
-                if domain.logprobs:
-                    completion.tokens.extend(token_to_proto(t) for t in update.tokens)
-                if update.finish is not None:
-                    completion.finish_reason = FINISH_REASONS[update.finish]
-                    completion.completion_tokens = update.completion_tokens
-        for completion in response.completions:
-            completion.text = "".join(parts[completion.index])
-        return response
+                reply = ResponseAssembly(item, domain.logprobs)
+            elif reply is not None:
+                reply.add(item)
+        return reply.response() if reply is not None else text_pb2.GenerateResponse()
 
     async def GenerateStream(  # type: ignore[override]  # grpc.aio also takes a coroutine that writes
         self, request: text_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
         # Written with context.write rather than yield: one generator layer less per message.
         domain = request_from_proto(request)
-        plan: GenerationPlan | None = None
-        temperatures: dict[int, float] = {}
+        messages: StreamAssembly | None = None
         async for item in self.generator().stream(domain):
             if isinstance(item, GenerationPlan):
-                plan = item
-                temperatures = {c.index: c.temperature for c in item.completions}
-                continue
-            for message in _merge_by_completion(item, domain.logprobs, temperatures):
-                if plan is not None:  # the first message carries the request-level facts
-                    message.model, message.prompt_tokens, message.seed = plan.model, plan.prompt_tokens, plan.seed
-                    plan = None
-                await context.write(message)
+                messages = StreamAssembly(item, domain.logprobs)
+            elif messages is not None:
+                for message in messages.add(item):
+                    await context.write(message)
 
 
-def _merge_by_completion(
-    updates: list[CompletionUpdate], logprobs: bool, temperatures: dict[int, float]
-) -> list[text_pb2.GenerateStreamResponse]:
-    """One message per completion for everything that arrived together."""
-    messages: dict[int, text_pb2.GenerateStreamResponse] = {}
-    for update in updates:
-        message = messages.get(update.index)
-        if message is None:
-            message = messages[update.index] = text_pb2.GenerateStreamResponse(
-                index=update.index, temperature=temperatures.get(update.index, 0.0)
+class ResponseAssembly:
+    """A GenerateResponse put together from a plan and the updates of its completions (each
+    delivered whole when decoding with incremental=False, or in pieces)."""
+
+    def __init__(self, plan: GenerationPlan, logprobs: bool) -> None:
+        self.logprobs = logprobs
+        self.reply = text_pb2.GenerateResponse(model=plan.model, prompt_tokens=plan.prompt_tokens, seed=plan.seed)
+        for planned in plan.completions:
+            self.reply.completions.add(index=planned.index, temperature=planned.temperature, seed=planned.seed)
+        self.parts: dict[int, list[str]] = {planned.index: [] for planned in plan.completions}
+
+    def add(self, updates: list[CompletionUpdate]) -> None:
+        for update in updates:
+            completion = self.reply.completions[update.index]
+            self.parts[update.index].append(update.text)
+            if self.logprobs:
+                completion.tokens.extend(token_to_proto(t) for t in update.tokens)
+            if update.finish is not None:
+                completion.finish_reason = FINISH_REASONS[update.finish]
+                completion.completion_tokens = update.completion_tokens
+
+    def response(self) -> text_pb2.GenerateResponse:
+        for completion in self.reply.completions:
+            completion.text = "".join(self.parts[completion.index])
+        return self.reply
+
+
+class StreamAssembly:
+    """GenerateStream's messages: one per completion for everything that arrived together, the
+    first of the stream carrying the request-level facts of the plan."""
+
+    def __init__(self, plan: GenerationPlan, logprobs: bool) -> None:
+        self.plan: GenerationPlan | None = plan
+        self.logprobs = logprobs
+        self.temperatures = {c.index: c.temperature for c in plan.completions}
+
+    def add(self, updates: list[CompletionUpdate]) -> list[text_pb2.GenerateStreamResponse]:
+        messages: dict[int, text_pb2.GenerateStreamResponse] = {}
+        for update in updates:
+            message = messages.get(update.index)
+            if message is None:
+                message = messages[update.index] = text_pb2.GenerateStreamResponse(
+                    index=update.index, temperature=self.temperatures.get(update.index, 0.0)
+                )
+            message.text += update.text
+            if self.logprobs:
+                message.tokens.extend(token_to_proto(t) for t in update.tokens)
+            if update.finish is not None:
+                message.finish_reason = FINISH_REASONS[update.finish]
+                message.completion_tokens = update.completion_tokens
+        ordered = list(messages.values())
+        if ordered and self.plan is not None:
+            ordered[0].model, ordered[0].prompt_tokens, ordered[0].seed = (
+                self.plan.model,
+                self.plan.prompt_tokens,
+                self.plan.seed,
             )
-        message.text += update.text
-        if logprobs:
-            message.tokens.extend(token_to_proto(t) for t in update.tokens)
-        if update.finish is not None:
-            message.finish_reason = FINISH_REASONS[update.finish]
-            message.completion_tokens = update.completion_tokens
-    return list(messages.values())
+            self.plan = None
+        return ordered

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from genserve.text.checkpoint import load_checkpoint
 from genserve.text.engine import DecodeEngine, Delivery, Generation
 from genserve.text.generator import TextGenerator
 from genserve.text.protocol import ModelDescription
-from genserve.text.servicer import FINISH_REASONS, request_from_proto, token_to_proto
+from genserve.text.servicer import ResponseAssembly, StreamAssembly, request_from_proto
 from genserve.v1 import latent_pb2, text_pb2
 
 # The archive's file holding the model's manifest entry (model_store/manifest.json), with the family.
@@ -64,6 +65,7 @@ class Context(Protocol):
 
     system_properties: dict[str, Any]
     manifest: dict[str, Any]
+    request_ids: dict[int, str]  # position in the batch → TorchServe's request id
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None: ...
 
@@ -74,10 +76,23 @@ class HandlerError(RuntimeError):
 
 @dataclass
 class Outcome:
-    """One request's reply: a message, or the error it met."""
+    """One request's reply: a message (a streamed request's last messages), or the error it met."""
 
-    reply: Message | None = None
+    reply: Message | list[Message] | None = None
     error: GenserveError | None = None
+
+
+# Sends one streamed request's intermediate reply (a JSON string) to TorchServe's frontend.
+Send = Callable[[str], None]
+
+STREAM_KEY = "stream"  # the request's flag asking for streamed pieces (StreamPredictions)
+
+
+def send_intermediate(replies: list[str], request_ids: dict[int, str], context: Context) -> None:
+    """TorchServe's own way to send a streamed piece (imported here: only workers have a frontend)."""
+    from ts.handler_utils.utils import send_intermediate_predict_response
+
+    send_intermediate_predict_response(replies, request_ids, "Intermediate Prediction success", 200, context)
 
 
 def request_body(item: Any) -> dict[str, Any]:
@@ -108,7 +123,7 @@ def parse(body: dict[str, Any], message: Message) -> Message:
 
 
 class Model(Protocol):
-    def run(self, bodies: list[dict[str, Any]]) -> list[Outcome]: ...
+    def run(self, bodies: list[dict[str, Any]], senders: list[Send | None]) -> list[Outcome]: ...
 
 
 class TextModel:
@@ -131,47 +146,79 @@ class TextModel:
         # plan() reads the settings and the models only; the decode process stays unused here.
         self.generator = TextGenerator(self.settings, {entry.name: description}, entry.name, cast(Any, None))
 
-    def run(self, bodies: list[dict[str, Any]]) -> list[Outcome]:
+    def run(self, bodies: list[dict[str, Any]], senders: list[Send | None]) -> list[Outcome]:
         outcomes = [Outcome() for _ in bodies]
-        running: list[tuple[int, Any, text_pb2.GenerateResponse, dict[int, list[str]]]] = []
-        for i, body in enumerate(bodies):
+        running: list[_Running] = []
+        for i, (body, send) in enumerate(zip(bodies, senders, strict=True)):
             try:
                 request = request_from_proto(cast(text_pb2.GenerateRequest, parse(body, text_pb2.GenerateRequest())))
-                plan, spec = self.generator.plan(request, incremental=False)
+                plan, spec = self.generator.plan(request, incremental=send is not None)
+                deliveries: list[Delivery] = []
+                self.engine.submit(Generation(spec, deliveries.append))
             except GenserveError as error:
                 outcomes[i].error = error
                 continue
-            reply = text_pb2.GenerateResponse(model=plan.model, prompt_tokens=plan.prompt_tokens, seed=plan.seed)
-            for planned in plan.completions:
-                reply.completions.add(index=planned.index, temperature=planned.temperature, seed=planned.seed)
-            deliveries: list[Delivery] = []
-            generation = Generation(spec, deliveries.append)
-            try:
-                self.engine.submit(generation)
-            except GenserveError as error:
-                outcomes[i].error = error
-                continue
-            running.append((i, deliveries, reply, {c.index: [] for c in plan.completions}))
-            outcomes[i].reply = reply
+            if send is None:
+                running.append(_Running(i, deliveries, ResponseAssembly(plan, request.logprobs)))
+            else:
+                running.append(_Running(i, deliveries, StreamAssembly(plan, request.logprobs), send))
         with torch.inference_mode():
             while self.engine.has_work():
                 self.engine.tick()
-        for i, deliveries, reply, parts in running:
-            for delivery in deliveries:
-                if isinstance(delivery, BaseException):
-                    failure = delivery if isinstance(delivery, GenserveError) else GenserveError("internal error")
-                    outcomes[i] = Outcome(error=failure)
-                    break
-                for update in delivery:
-                    completion = reply.completions[update.index]
-                    parts[update.index].append(update.text)
-                    completion.tokens.extend(token_to_proto(t) for t in update.tokens)
-                    if update.finish is not None:
-                        completion.finish_reason = FINISH_REASONS[update.finish]
-                        completion.completion_tokens = update.completion_tokens
-            for completion in reply.completions:
-                completion.text = "".join(parts[completion.index])
+                for streamed in running:
+                    if streamed.send is not None:
+                        streamed.flush()
+        for done in running:
+            outcomes[done.position] = done.outcome()
         return outcomes
+
+
+@dataclass
+class _Running:
+    """A text request in the engine: where its updates land and how its reply is put together.
+
+    A streamed request sends its messages as they come, always holding the latest back: TorchServe
+    ends a stream with the handler's return value, so the last messages must be that value."""
+
+    position: int
+    deliveries: list[Delivery]
+    assembly: ResponseAssembly | StreamAssembly
+    send: Send | None = None
+    held: list[Message] | None = None
+    failure: GenserveError | None = None
+
+    def _take(self) -> list[Message]:
+        fresh: list[Message] = []
+        while self.deliveries and self.failure is None:
+            delivery = self.deliveries.pop(0)
+            if isinstance(delivery, BaseException):
+                self.failure = delivery if isinstance(delivery, GenserveError) else GenserveError("internal error")
+            elif isinstance(self.assembly, StreamAssembly):
+                fresh.extend(self.assembly.add(delivery))
+            else:
+                self.assembly.add(delivery)
+        return fresh
+
+    def flush(self) -> None:
+        fresh = self._take()
+        if fresh and self.send is not None:
+            if self.held:
+                self.send(_json(self.held))
+            self.held = fresh
+
+    def outcome(self) -> Outcome:
+        fresh = self._take()
+        if self.failure is not None:
+            return Outcome(error=self.failure)
+        if isinstance(self.assembly, ResponseAssembly):
+            return Outcome(reply=self.assembly.response())
+        return Outcome(reply=[*(self.held or []), *fresh])
+
+
+def _json(reply: Message | list[Message]) -> str:
+    if isinstance(reply, list):
+        return json.dumps([json_format.MessageToDict(message) for message in reply])
+    return json.dumps(json_format.MessageToDict(reply))
 
 
 class LatentModel:
@@ -192,11 +239,13 @@ class LatentModel:
             UserConcepts(None, 0),
         )
 
-    def run(self, bodies: list[dict[str, Any]]) -> list[Outcome]:
+    def run(self, bodies: list[dict[str, Any]], senders: list[Send | None]) -> list[Outcome]:
         outcomes = [Outcome() for _ in bodies]
         points: list[tuple[int, torch.Tensor, latent_pb2.ImagesResponse]] = []
-        for i, body in enumerate(bodies):
+        for i, (body, send) in enumerate(zip(bodies, senders, strict=True)):
             try:
+                if send is not None:
+                    raise InvalidArgument("latent models answer whole: only text models stream")
                 if "latents" in body:
                     decode = cast(latent_pb2.DecodeRequest, parse(body, latent_pb2.DecodeRequest()))
                     model, z = self.operations.decode_points(decode.model, [list(v.values) for v in decode.latents])
@@ -258,24 +307,44 @@ class GenserveHandler:
             raise HandlerError("the handler is not initialised")
         outcomes = [Outcome() for _ in data]
         bodies: list[dict[str, Any]] = []
+        senders: list[Send | None] = []
         positions: list[int] = []
         for i, item in enumerate(data):
             try:
-                bodies.append(request_body(item))
-                positions.append(i)
+                body = request_body(item)
+                streamed = body.pop(STREAM_KEY, False)
+                if not isinstance(streamed, bool):
+                    raise InvalidArgument(f"{STREAM_KEY!r} must be true or false")
             except GenserveError as error:
                 outcomes[i].error = error
-        for i, ran in zip(positions, self.model.run(bodies), strict=True):
+                continue
+            bodies.append(body)
+            senders.append(self._sender(i, len(data), context) if streamed else None)
+            positions.append(i)
+        for i, ran in zip(positions, self.model.run(bodies, senders), strict=True):
             outcomes[i] = ran
         replies = []
         for i, outcome in enumerate(outcomes):
             if outcome.reply is not None and outcome.error is None:
-                replies.append(json.dumps(json_format.MessageToDict(outcome.reply)))
+                replies.append(_json(outcome.reply))
                 continue
             failure = outcome.error or GenserveError("internal error")
             context.set_response_status(HTTP_STATUS.get(failure.code, 500), failure.message, i)
             replies.append(json.dumps({"error": {"code": failure.code.name, "message": failure.message}}))
         return replies
+
+    @staticmethod
+    def _sender(position: int, batch: int, context: Context) -> Send:
+        """Intermediate replies to the request at `position` alone: only the calls that asked to
+        stream may get them (sent on a unary call, a piece would end it and break the worker)."""
+        request_ids = {position: context.request_ids[position]}
+
+        def send(reply: str) -> None:
+            replies = [""] * batch
+            replies[position] = reply
+            send_intermediate(replies, request_ids, context)
+
+        return send
 
 
 # One handler per model directory: a TorchServe worker serves one model, a test process several.
