@@ -5,9 +5,11 @@ Each rule imports a set of genserve modules in a fresh interpreter and inspects 
   else of genserve;
 - `common` imports nothing else of genserve;
 - `jobs` may use vision's style engine, nothing else;
-- the TorchServe handler and exporter (`torchserve`) use the text and latent families and
-  `common`, nothing else (they serve those models with the services' own code);
-- the gateway imports `common` and the job queue's gRPC face only, and never torch;
+- the TorchServe handler, exporter and launcher (`torchserve`) use the text and latent families,
+  `common` and TorchServe's generated API, nothing else (they serve those models with the
+  services' own code);
+- the gateway imports `common`, the job queue's gRPC face and TorchServe's generated API
+  (`tsapi`, for a family served by TorchServe) only, and never torch;
 - the text service's gRPC side never imports torch (only its decode process does);
 - the client library imports `common` only, and never torch;
 - the HTTP front door imports the client library and `common` only (it reaches the models
@@ -81,13 +83,14 @@ def test_jobs_use_only_common_and_the_vision_engine() -> None:
 def test_the_torchserve_handler_uses_only_the_text_and_latent_families_and_common() -> None:
     loaded = imported_by(modules_of("torchserve"))
     assert {"genserve.text.engine", "genserve.latent.operations"} <= loaded
-    allowed = ("genserve.common", "genserve.text", "genserve.latent", "genserve.torchserve")
+    allowed = ("genserve.common", "genserve.text", "genserve.latent", "genserve.torchserve", "genserve.tsapi")
     assert genserve_outside(loaded, allowed) == []
 
 
 def test_the_gateway_imports_common_and_the_job_queue_only_and_never_torch() -> None:
     loaded = imported_by(modules_of("gateway"))
-    assert genserve_outside(loaded, ("genserve.common", "genserve.gateway", *JOB_QUEUE_FACE)) == []
+    allowed = ("genserve.common", "genserve.gateway", "genserve.tsapi", *JOB_QUEUE_FACE)
+    assert genserve_outside(loaded, allowed) == []
     assert "torch" not in loaded
 
 

@@ -10,21 +10,18 @@ import importlib.util
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf import json_format
 from PIL import Image
 
 from genserve.v1 import latent_pb2, latent_pb2_grpc, text_pb2, text_pb2_grpc
-from tests.conftest import MODEL_STORE, start_role
+from tests.conftest import MODEL_STORE
+from tests.torchserve.conftest import LATENT, TEXT
 
 pytest.importorskip("model_archiver", reason="torch-model-archiver is not installed (make torchserve)")
-
-TEXT, LATENT = "shakespeare-lstm", "mnist-vae-16d"
 
 
 class FakeContext:
@@ -38,19 +35,6 @@ class FakeContext:
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.statuses[idx] = (code, phrase)
-
-
-@pytest.fixture(scope="module")
-def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from typer.testing import CliRunner
-
-    from genserve.cli import app
-
-    out = tmp_path_factory.mktemp("mar")
-    args = ["export", "torchserve", "--model", TEXT, "--model", LATENT, "--out", str(out), "--store", str(MODEL_STORE)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return {name: out / f"{name}.mar" for name in (TEXT, LATENT)}
 
 
 def entry_point(archive: Path, into: Path) -> Any:
@@ -114,26 +98,6 @@ def test_only_text_and_latent_generators_export(archives: dict[str, Path], tmp_p
     assert result.exit_code != 0
     assert "cannot be exported" in str(result.exception)
     assert "shakespeare-lstm" in str(result.exception)
-
-
-@pytest.fixture(scope="module")
-def text_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[text_pb2_grpc.TextServiceStub]:
-    process = start_role("text", tmp_path_factory.mktemp("text"), {"GENSERVE_TEXT_MODELS": TEXT})
-    try:
-        with grpc.insecure_channel(process.address) as channel:
-            yield text_pb2_grpc.TextServiceStub(channel)
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
-def latent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[latent_pb2_grpc.LatentServiceStub]:
-    process = start_role("latent", tmp_path_factory.mktemp("latent"), {"GENSERVE_LATENT_MODELS": LATENT})
-    try:
-        with grpc.insecure_channel(process.address) as channel:
-            yield latent_pb2_grpc.LatentServiceStub(channel)
-    finally:
-        process.stop()
 
 
 def test_the_text_handler_decodes_a_batch_as_the_text_service(

@@ -101,7 +101,13 @@ def serve(
         gateway_settings = from_env(GatewaySettings)
         credentials = server_credentials(gateway_settings.tls_cert_file, gateway_settings.tls_key_file)
         instance = GatewayRole(
-            server_settings, gateway_settings, metrics, from_env(JobSettings), from_env(ImageSettings), redis_url
+            server_settings,
+            gateway_settings,
+            metrics,
+            from_env(JobSettings),
+            from_env(ImageSettings),
+            redis_url,
+            from_env(ModelSettings),
         )
         default_port, default_metrics = ports.gateway_port, ports.gateway_metrics_port
     failure = asyncio.run(

@@ -263,6 +263,42 @@ class GatewaySettings:
         "host:port of the latent service, or its replicas: a comma-separated IPv4 host:port list or dns:///NAME:PORT "
         "(calls are spread round-robin over the healthy ones).",
     )
+    text_backend: str = setting(
+        "GENSERVE_TEXT_BACKEND",
+        "genserve",
+        "genserve: GENSERVE_TEXT_ADDR is genserve's text service; torchserve: it is a TorchServe gRPC inference "
+        "address serving archives of `genserve export torchserve` (docs/torchserve.md).",
+    )
+    text_torchserve_models: str = setting(
+        "GENSERVE_TEXT_TORCHSERVE_MODELS",
+        "",
+        "With GENSERVE_TEXT_BACKEND=torchserve: the text models registered in TorchServe, comma-separated; the "
+        "first answers requests that name no model.",
+    )
+    latent_backend: str = setting(
+        "GENSERVE_LATENT_BACKEND",
+        "genserve",
+        "genserve or torchserve, as GENSERVE_TEXT_BACKEND, for GENSERVE_LATENT_ADDR (TorchServe serves Sample "
+        "and Decode).",
+    )
+    latent_torchserve_models: str = setting(
+        "GENSERVE_LATENT_TORCHSERVE_MODELS",
+        "",
+        "With GENSERVE_LATENT_BACKEND=torchserve: the latent models registered in TorchServe, comma-separated; "
+        "the first is the default.",
+    )
+    torchserve_token: str = setting(
+        "GENSERVE_TORCHSERVE_TOKEN",
+        "",
+        "TorchServe's inference key, sent as `authorization: Bearer`; empty with no token file = none sent "
+        "(a TorchServe started with --disable-token-auth).",
+    )
+    torchserve_token_file: str = setting(
+        "GENSERVE_TORCHSERVE_TOKEN_FILE",
+        "",
+        "TorchServe's key_file.json (its inference key is used) or a file holding the key alone; read again "
+        "when it changes, as TorchServe's keys expire. Wins over GENSERVE_TORCHSERVE_TOKEN.",
+    )
     default_deadline_seconds: float = setting(
         "GENSERVE_DEFAULT_DEADLINE_SECONDS", 300.0, "Deadline given to calls that arrive without one."
     )

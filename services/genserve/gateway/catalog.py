@@ -7,31 +7,30 @@ import logging
 
 import grpc
 
-from genserve.common.caller import forwarded_principal
-from genserve.common.errors import NotFound, Unavailable
+from genserve.common.errors import GenserveError, NotFound, Unavailable
 from genserve.gateway.forward import Backend, CallPolicy
+from genserve.gateway.torchserve import TorchServeBackend
 from genserve.v1 import models_pb2, models_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
 class GatewayCatalogServicer(models_pb2_grpc.ModelServiceServicer):
-    def __init__(self, backends: list[Backend], policy: CallPolicy) -> None:
+    def __init__(self, backends: list[Backend | TorchServeBackend], policy: CallPolicy) -> None:
         self.backends = backends
         self.policy = policy
-        self.stubs = {b.name: models_pb2_grpc.ModelServiceStub(b.channel) for b in backends}
 
     async def _list(
-        self, backend: Backend, request: models_pb2.ListModelsRequest, deadline_seconds: float
+        self, backend: Backend | TorchServeBackend, request: models_pb2.ListModelsRequest, deadline_seconds: float
     ) -> list[models_pb2.ModelInfo] | None:
         try:
-            response = await self.stubs[backend.name].ListModels(
-                request, timeout=deadline_seconds, metadata=forwarded_principal()
-            )
+            return await backend.list_models(request.family, deadline_seconds)
         except grpc.aio.AioRpcError as error:
+            assert isinstance(backend, Backend)  # a TorchServe backend raises GenserveError itself
             log.warning("ListModels on %s failed: %s", backend.name, self.policy.error(backend, error).message)
-            return None
-        return list(response.models)
+        except GenserveError as error:
+            log.warning("ListModels on %s failed: %s", backend.name, error.message)
+        return None
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -25,6 +25,7 @@ from genserve.common.config import GatewaySettings, ServerSettings
 from genserve.common.errors import RemoteError
 from genserve.common.metrics import Metrics
 from genserve.common.server import channel_options
+from genserve.v1 import models_pb2, models_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,15 @@ class Backend:
         self.address = address
         options = [*channel_options(server_settings), *BALANCING_OPTIONS]
         self.channel = grpc.aio.insecure_channel(channel_target(address), options=options)
+        self.catalog = models_pb2_grpc.ModelServiceStub(self.channel)
 
     async def close(self) -> None:
         await self.channel.close()
+
+    async def list_models(self, family: str, deadline_seconds: float) -> list[models_pb2.ModelInfo]:
+        request = models_pb2.ListModelsRequest(family=family)
+        response = await self.catalog.ListModels(request, timeout=deadline_seconds, metadata=forwarded_principal())
+        return list(response.models)
 
 
 class CallPolicy:

@@ -9,10 +9,12 @@ import logging
 import grpc
 from redis.exceptions import RedisError
 
-from genserve.common.config import GatewaySettings, ImageSettings, JobSettings, ServerSettings
+from genserve.common.config import GatewaySettings, ImageSettings, JobSettings, ModelSettings, ServerSettings
 from genserve.common.errors import Unavailable
 from genserve.common.metrics import Metrics
+from genserve.common.model_store import ModelEntry, ModelStore, ModelStoreError
 from genserve.common.redis_clients import async_client
+from genserve.gateway import torchserve
 from genserve.gateway.auth import Gatekeeper, KeyRing
 from genserve.gateway.catalog import GatewayCatalogServicer
 from genserve.gateway.forward import Backend, CallPolicy, forwarding_handler
@@ -36,6 +38,7 @@ class GatewayRole:
         jobs: JobSettings | None = None,
         images: ImageSettings | None = None,
         redis_url: str = "",
+        models: ModelSettings | None = None,
     ) -> None:
         self.server_settings = server
         self.settings = gateway
@@ -46,13 +49,17 @@ class GatewayRole:
         self.queue: JobQueue | None = None
         self.sampler: asyncio.Task[None] | None = None
         self.policy = CallPolicy(gateway, metrics)
-        # (public service, backend name, backend address)
+        # (public service, backend name, backend address, genserve or torchserve)
         self.routes = [
             (text_pb2.DESCRIPTOR.services_by_name["TextService"], "text", gateway.text_addr),
             (vision_pb2.DESCRIPTOR.services_by_name["VisionService"], "vision", gateway.vision_addr),
             (latent_pb2.DESCRIPTOR.services_by_name["LatentService"], "latent", gateway.latent_addr),
         ]
-        self.backends: list[Backend] = []
+        self.torchserve_models = {name: torchserve.torchserve_models(gateway, name) for _, name, _ in self.routes}
+        self.model_settings = models or ModelSettings()
+        self.entries: dict[str, ModelEntry] | None = None
+        self.torchserve_token = torchserve.TorchServeToken(gateway.torchserve_token, gateway.torchserve_token_file)
+        self.backends: list[Backend | torchserve.TorchServeBackend] = []
         self.gatekeeper = Gatekeeper(
             KeyRing(gateway.api_keys, gateway.api_keys_file), gateway.max_concurrent_calls, metrics
         )
@@ -70,6 +77,21 @@ class GatewayRole:
     def add_to_server(self, server: grpc.aio.Server) -> None:
         # Channels belong to the running event loop, so they are made here, not in __init__.
         for service, name, address in self.routes:
+            routed = self.torchserve_models[name]
+            if routed is not None:
+                served = torchserve.TorchServeBackend(
+                    name,
+                    address,
+                    routed,
+                    self.torchserve_token,
+                    self.server_settings,
+                    self.policy,
+                    self.store_entries,
+                )
+                self.backends.append(served)
+                server.add_generic_rpc_handlers([torchserve.HANDLERS[name](served)])
+                log.info("%s calls go to TorchServe at %s (models: %s)", name, address, ", ".join(served.models))
+                continue
             backend = Backend(name, address, self.server_settings)
             self.backends.append(backend)
             server.add_generic_rpc_handlers([forwarding_handler(service, backend, self.policy)])
@@ -77,6 +99,16 @@ class GatewayRole:
         jobs_pb2_grpc.add_JobServiceServicer_to_server(
             JobServicer(self.job_queue, self.job_settings, self.image_settings, self.metrics), server
         )
+
+    def store_entries(self) -> dict[str, ModelEntry]:
+        """The model store's entries, to describe models served by TorchServe (none without a store)."""
+        if self.entries is None:
+            try:
+                self.entries = ModelStore(self.model_settings.model_store).entries()
+            except ModelStoreError as error:
+                log.warning("models served by TorchServe are listed without details: %s", error)
+                self.entries = {}
+        return self.entries
 
     def job_queue(self) -> JobQueue:
         if self.queue is None:
