@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -39,7 +40,8 @@ def torchserve(archives: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     server = TorchServe(store, tmp_path_factory.mktemp("torchserve"), env={"GENSERVE_TORCH_THREADS": "1"})
     try:
         server.start()
-        server.register(f"{TEXT}.mar", batch_size=4, max_batch_delay_ms=20)
+        # Batches of up to 4, waiting up to 200 ms to fill: concurrent calls share a batch.
+        server.register(f"{TEXT}.mar", batch_size=4, max_batch_delay_ms=200)
         server.register(f"{LATENT}.mar")
         yield server
     finally:
@@ -77,7 +79,7 @@ def test_same_seed_and_parameters_give_the_text_service_s_text(
     stub = text_pb2_grpc.TextServiceStub(gateway)
     requests = [
         text_pb2.GenerateRequest(
-            prompt="ROMEO:", max_tokens=60, seed=7, n=2, sampling=text_pb2.SamplingConfig(temperature=0.8, top_p=0.9)
+            prompt="ROMEO:", max_tokens=60, seed=7, n=2, sampling=text_pb2.SamplingParams(temperature=0.8, top_p=0.9)
         ),
         text_pb2.GenerateRequest(prompt="First Citizen:\n", max_tokens=80, seed=11, stop=["\n\n"]),
         text_pb2.GenerateRequest(model=TEXT, prompt="KING", max_tokens=30, temperatures=[0, 1.2], seed=3),
@@ -101,6 +103,26 @@ def test_streamed_text_arrives_in_pieces_that_make_the_whole(
     assert pieces[-1].finish_reason == whole.finish_reason == text_pb2.FINISH_REASON_LENGTH
     assert pieces[-1].completion_tokens == 200
     assert all(p.finish_reason == text_pb2.FINISH_REASON_UNSPECIFIED for p in pieces[:-1])
+
+
+def test_streamed_and_whole_calls_sharing_a_batch_each_get_their_own_answer(
+    gateway: grpc.Channel, torchserve: TorchServe, text_service: text_pb2_grpc.TextServiceStub
+) -> None:
+    """TorchServe 0.12.0 puts streamed calls into batches with the others (it does not force batch
+    size 1 for them): the handler must send pieces to the streamed requests only."""
+    stub = text_pb2_grpc.TextServiceStub(gateway)
+    requests = [text_pb2.GenerateRequest(prompt="HAMLET:", max_tokens=150, seed=seed) for seed in (21, 22, 23, 24)]
+
+    def call(position: int) -> str:
+        if position % 2:
+            return "".join(piece.text for piece in stub.GenerateStream(requests[position], timeout=60))
+        return stub.Generate(requests[position], timeout=60).completions[0].text
+
+    with ThreadPoolExecutor(4) as pool:
+        texts = list(pool.map(call, range(4)))
+    assert texts == [text_service.Generate(r, timeout=60).completions[0].text for r in requests]
+    model_log = (torchserve.logs_dir / "model_log.log").read_text(encoding="utf-8")
+    assert "batch of 4 requests, 2 streamed" in model_log, "the four calls did not share a batch"
 
 
 def test_the_same_pixels_as_the_latent_service(
@@ -142,7 +164,7 @@ def test_errors_come_back_with_the_right_codes(gateway: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as streamed:
         list(
             text.GenerateStream(
-                text_pb2.GenerateRequest(prompt="A", sampling=text_pb2.SamplingConfig(temperature=-1)), timeout=30
+                text_pb2.GenerateRequest(prompt="A", sampling=text_pb2.SamplingParams(temperature=-1)), timeout=30
             )
         )
     code, message = code_and_message(streamed.value)

@@ -20,6 +20,7 @@ the others in the batch are unaffected. Same seed and parameters, same result as
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,8 @@ from genserve.text.generator import TextGenerator
 from genserve.text.protocol import ModelDescription
 from genserve.text.servicer import ResponseAssembly, StreamAssembly, request_from_proto
 from genserve.v1 import latent_pb2, text_pb2
+
+log = logging.getLogger(__name__)
 
 # The archive's file holding the model's manifest entry (model_store/manifest.json), with the family.
 ENTRY_FILE = "genserve-model.json"
@@ -321,6 +324,8 @@ class GenserveHandler:
             bodies.append(body)
             senders.append(self._sender(i, len(data), context) if streamed else None)
             positions.append(i)
+        # In TorchServe's model_log: how its batching shaped this call (streamed requests share batches too).
+        log.info("batch of %d requests, %d streamed", len(data), sum(send is not None for send in senders))
         for i, ran in zip(positions, self.model.run(bodies, senders), strict=True):
             outcomes[i] = ran
         replies = []
