@@ -46,7 +46,13 @@ class DecodeLoop:
 
         after_tick(idle) runs after each round of ticks; idle is True when no engine has work
         left, i.e. before the loop goes to sleep."""
-        torch.set_grad_enabled(False)
+        # Inference mode for the whole loop, not per call: the engine's sampling, row bookkeeping and
+        # state compaction then skip autograd's dispatch and version counters too, and nothing
+        # switches modes per step (measured: 5 % more tokens/s at batch 1, 2.6 % at 8, 0.5 % at 32).
+        with torch.inference_mode():
+            self._run(engines, after_tick)
+
+    def _run(self, engines: list[DecodeEngine], after_tick: Callable[[bool], None]) -> None:
         while True:
             with self.wake:
                 while self._running and not self._poked and not any(engine.has_work() for engine in engines):
