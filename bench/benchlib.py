@@ -22,11 +22,13 @@ RPC_TIMEOUT = 30.0  # seconds for each call the job benchmarks make
 
 
 def rounded(value: object) -> object:
-    """Floats to 4 decimals, recursively, for the closing JSON line."""
+    """Floats to 4 decimals, recursively (in dicts and lists), for the closing JSON line."""
     if isinstance(value, float):
         return round(value, 4)
     if isinstance(value, dict):
         return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
     return value
 
 
