@@ -128,7 +128,7 @@ typecheck: install
 test: lint typecheck models
 	$(BIN)/python -m pytest
 
-BENCHMARKS := text_throughput vision jobs faults latent http_streaming
+BENCHMARKS := text_throughput vision jobs faults latent http_streaming vs_torchserve
 
 # The full runs, for the figures in the docs (several minutes each).
 bench: models

@@ -190,6 +190,51 @@ def check_http(figures: Figures) -> None:
     flags(figures["targets_met"], ["c32_ratio_ge_0.8", "c1_ttft_within_20ms"], "targets_met")
 
 
+def check_vs_torchserve(figures: Figures) -> None:
+    keys = ["model", "threads", "quick", "uniform", "mixed", "cold_start", "rss", "targets_met", "run_s"]
+    has_keys(figures, [*keys, "torchserve_settings"], "vs_torchserve")
+    assert figures["quick"] is True
+    settings = figures["torchserve_settings"]
+    assert isinstance(settings, list) and len(settings) == 7, settings
+    rates = ["tokens_per_s", "latency_p50_s", "latency_p95_s", "requests"]
+    uniform = has_keys(figures["uniform"], ["c1", "c8", "c32"], "uniform")
+    for c, phase in uniform.items():
+        phase = has_keys(phase, ["genserve", "torchserve", "torchserve_best", "genserve_vs_best"], c)
+        positive(has_keys(phase["genserve"], rates, f"{c}.genserve"), rates, f"{c}.genserve")
+        for name, result in has_keys(phase["torchserve"], settings, f"{c}.torchserve").items():
+            positive(has_keys(result, [*rates, "errors"], f"{c}.{name}"), rates, f"{c}.{name}")
+            assert has_keys(result, ["errors"], name)["errors"] == 0, (c, name, result)
+        assert phase["torchserve_best"] in settings
+    mixed = has_keys(figures["mixed"], ["torchserve_setting", "probes", "rate_sustained_by_torchserve"], "mixed")
+    positive(mixed, ["rate_sustained_by_torchserve"], "mixed")
+    run_keys = ["rate_per_s", "requests", "completed", "tokens_per_s", "short_p95_s", "deadline_exceeded", "sustained"]
+    for label in ("at_sustained_rate", "at_1.5x"):
+        sides = has_keys(has_keys(mixed, [label], "mixed")[label], ["genserve", "torchserve"], label)
+        for side, result in sides.items():
+            positive(has_keys(result, run_keys, f"{label}.{side}"), run_keys[:4], f"{label}.{side}")
+    cold = has_keys(figures["cold_start"], ["genserve", "torchserve"], "cold_start")
+    for side, result in cold.items():
+        positive(has_keys(result, ["cold_start_s"], side), ["cold_start_s"], side)
+    memory = ["genserve_idle_mb", "torchserve_idle_mb", "genserve_peak_mb", "torchserve_peak_mb"]
+    positive(has_keys(figures["rss"], memory, "rss"), memory, "rss")
+    flags(
+        figures["targets_met"],
+        [
+            "a_tokens_per_s_ge_best_torchserve_every_concurrency", "b_short_p95_le_half_torchserve",
+            "b_genserve_sustains_1.5x", "b_torchserve_does_not_sustain_1.5x", "c_cold_start_no_worse", "c_rss_no_worse",
+        ],
+        "targets_met",
+    )  # fmt: skip
+
+
+def needs_torchserve() -> pytest.MarkDecorator:
+    """vs_torchserve.py runs a real TorchServe: Java 17+ and the torchserve extra, else a skip saying why."""
+    from genserve.torchserve.launcher import java_missing_reason
+
+    reason = java_missing_reason()
+    return pytest.mark.skipif(reason is not None, reason=f"TorchServe cannot run here: {reason}")
+
+
 @pytest.mark.parametrize(
     ("script", "check"),
     [
@@ -199,6 +244,7 @@ def check_http(figures: Figures) -> None:
         ("faults.py", check_faults),
         ("latent.py", check_latent),
         ("http_streaming.py", check_http),
+        pytest.param("vs_torchserve.py", check_vs_torchserve, marks=needs_torchserve()),
     ],
 )
 def test_quick_mode_closes_with_its_json_line(script: str, check: Callable[[Figures], None]) -> None:
