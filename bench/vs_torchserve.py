@@ -24,7 +24,9 @@ same requests (prompt, max_tokens, seeds, arrival times). Measured, in one run:
     concurrency 32 can just sustain is found with short probes (from (a)'s throughput down by
     0.8x steps, then one step back up halfway); then both sides run at that rate and at 1.5x:
     tokens/s, p95 latency of the short requests (max_tokens <= 64; a request that failed counts
-    as its deadline), and the requests that failed (DEADLINE_EXCEEDED, or any other error).
+    as its deadline), and the requests that failed (DEADLINE_EXCEEDED, or any other error, with
+    the first message of each: TorchServe refuses a request its full queue cannot take with
+    INTERNAL, "Model ... has no worker to serve inference request").
     A side SUSTAINS a rate when no request failed and at least 95% of the requests offered
     completed within the arrival window plus 5 s (an overloaded server falls behind: its backlog
     grows for as long as the load lasts). TorchServe's model is re-registered before each
@@ -100,6 +102,7 @@ class Outcome:
     max_tokens: int
     done_at: float  # perf_counter at the reply
     error: str = ""  # a gRPC status name, or the code of an {"error": ...} body
+    detail: str = ""  # the error's message
 
 
 Call = Callable[[int, int, float], Coroutine[Any, Any, Outcome]]
@@ -123,7 +126,7 @@ class Genserve:
             reply = await self.stub.Generate(generate_request(max_tokens, seed), timeout=deadline_s)
         except grpc.aio.AioRpcError as error:
             now = time.perf_counter()
-            return Outcome(now - started, 0, max_tokens, now, error.code().name)
+            return Outcome(now - started, 0, max_tokens, now, error.code().name, error.details() or "")
         now = time.perf_counter()
         return Outcome(now - started, reply.completions[0].completion_tokens, max_tokens, now)
 
@@ -146,11 +149,12 @@ class TorchServeSide:
             reply = await self.stub.Predictions(request, metadata=self.metadata, timeout=deadline_s)
         except grpc.aio.AioRpcError as error:
             now = time.perf_counter()
-            return Outcome(now - started, 0, max_tokens, now, error.code().name)
+            return Outcome(now - started, 0, max_tokens, now, error.code().name, error.details() or "")
         now = time.perf_counter()
         answer = json.loads(reply.prediction)
         if "error" in answer:  # TorchServe answers OK with the handler's error body (docs/torchserve.md)
-            return Outcome(now - started, 0, max_tokens, now, str(answer["error"].get("code", "ERROR")))
+            failure = answer["error"]
+            return Outcome(now - started, 0, max_tokens, now, str(failure.get("code")), str(failure.get("message")))
         return Outcome(now - started, int(answer["completions"][0].get("completionTokens", 0)), max_tokens, now)
 
 
@@ -212,9 +216,11 @@ async def open_loop(
     results = [o for o in outcomes if isinstance(o, Outcome)]
     ok = [r for r in results if not r.error]
     errors: dict[str, int] = {}
+    details: dict[str, str] = {}  # the first message of each kind of error
     for r in results:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
+            details.setdefault(r.error, r.detail[:300])
     cancelled = len(plan) - len(results)
     if cancelled:
         errors["CANCELLED_BY_PROBE"] = cancelled
@@ -231,6 +237,7 @@ async def open_loop(
         "completed_in_time": in_time,
         "completion_rate_per_s": in_time / duration,
         "errors": errors,
+        "error_details": details,
         "deadline_exceeded": errors.get("DEADLINE_EXCEEDED", 0),
         "sustained": not errors and in_time >= SUSTAIN_FRACTION * len(plan),
         "tokens_per_s": sum(r.tokens for r in ok) / max(wall, 1e-9),
