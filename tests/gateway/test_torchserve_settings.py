@@ -1,14 +1,16 @@
-"""Choosing TorchServe as a family's backend: the settings, and the token file (no TorchServe needed)."""
+"""Choosing TorchServe as a family's backend: the settings, the token file, and what TorchServe's own
+statuses become (no TorchServe needed; tests/torchserve runs a real one)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import grpc
 import pytest
 
 from genserve.common.config import ConfigError, GatewaySettings, from_env
-from genserve.gateway.torchserve import TorchServeToken, read_token_file, torchserve_models
+from genserve.gateway.torchserve import TorchServeToken, read_token_file, torchserve_models, translate_status
 
 
 def test_a_family_goes_to_its_genserve_service_unless_torchserve_is_chosen() -> None:
@@ -44,3 +46,25 @@ def test_the_token_comes_from_torchserve_s_key_file_or_a_bare_key(tmp_path: Path
             read_token_file(bare)
     with pytest.raises(ConfigError, match="cannot be read"):
         TorchServeToken("", str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "expected", "says"),
+    [
+        (grpc.StatusCode.INTERNAL, "Model not found: m", grpc.StatusCode.NOT_FOUND, "no model 'm' registered"),
+        (
+            grpc.StatusCode.INTERNAL,
+            'Model "m" has no worker to serve inference request. Please use scale workers API to add workers.',
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "busy",
+        ),
+        (grpc.StatusCode.PERMISSION_DENIED, "Token Authorization failed", grpc.StatusCode.UNAVAILABLE, "token"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline"),
+        (grpc.StatusCode.INTERNAL, "Prediction failed", grpc.StatusCode.INTERNAL, "TorchServe at 127.0.0.1:7070"),
+    ],
+)
+def test_torchserve_statuses_become_genserve_s(
+    code: grpc.StatusCode, details: str, expected: grpc.StatusCode, says: str
+) -> None:
+    error = translate_status("text", "127.0.0.1:7070", "m", code, details)
+    assert error.code == expected and says in error.message

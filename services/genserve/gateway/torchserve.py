@@ -167,25 +167,13 @@ class TorchServeBackend:
             raise self.error("", error) from None
 
     def error(self, model: str, error: grpc.aio.AioRpcError) -> GenserveError:
-        code, details = error.code(), error.details() or ""
-        if code == grpc.StatusCode.INTERNAL and "not found" in details.lower():
-            return NotFound(
-                f"TorchServe at {self.address} has no model {model!r} registered ({details}); "
-                f"register its archive (genserve export torchserve --model {model})"
-            )
-        if code == grpc.StatusCode.PERMISSION_DENIED:
-            self.policy.metrics.backend_errors.labels(self.name, code.name).inc()
-            log.error("TorchServe at %s refused the gateway's token: %s", self.address, details)
-            return RemoteError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"the {self.name} backend (TorchServe at {self.address}) refused the gateway's token; "
-                "check GENSERVE_TORCHSERVE_TOKEN_FILE (TorchServe's keys expire and are renewed)",
-            )
+        code = error.code()
         if code == grpc.StatusCode.UNAVAILABLE:
             return self.policy.error(self, error)  # type: ignore[arg-type]  # uses name and address only
-        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-            return RemoteError(code, details)
-        return RemoteError(code, f"TorchServe at {self.address}: {details}")
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            self.policy.metrics.backend_errors.labels(self.name, code.name).inc()
+            log.error("TorchServe at %s refused the gateway's token: %s", self.address, error.details())
+        return translate_status(self.name, self.address, model, code, error.details() or "")
 
     async def list_models(self, family: str, deadline_seconds: float) -> list[models_pb2.ModelInfo]:
         """The models routed here, once TorchServe answers; described from the model store."""
@@ -204,6 +192,32 @@ class TorchServeBackend:
                     models_pb2.ModelInfo(name=name, family=self.name, device=device, is_default=position == 0)
                 )
         return described
+
+
+def translate_status(family: str, address: str, model: str, code: grpc.StatusCode, details: str) -> GenserveError:
+    """A status of TorchServe itself as genserve's: what it means to a genserve client."""
+    lowered = details.lower()
+    if code == grpc.StatusCode.INTERNAL and "not found" in lowered:
+        return NotFound(
+            f"TorchServe at {address} has no model {model!r} registered ({details}); "
+            f"register its archive (genserve export torchserve --model {model})"
+        )
+    if code == grpc.StatusCode.INTERNAL and "has no worker to serve inference request" in lowered:
+        # TorchServe 0.12.0's answer when its job queue is full (job_queue_size), as when no worker runs.
+        return RemoteError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{family} model {model!r} is busy: TorchServe at {address} takes no more requests now (its job queue "
+            "is full, or no worker runs); retry later",
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return RemoteError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the {family} backend (TorchServe at {address}) refused the gateway's token; "
+            "check GENSERVE_TORCHSERVE_TOKEN_FILE (TorchServe's keys expire and are renewed)",
+        )
+    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return RemoteError(code, details)
+    return RemoteError(code, f"TorchServe at {address}: {details}")
 
 
 def _prediction(reply: inference_pb2.PredictionResponse) -> Any:

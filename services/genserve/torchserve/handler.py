@@ -33,7 +33,7 @@ import torch
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from genserve.common.config import LatentSettings, TextSettings, from_env
+from genserve.common.config import LatentSettings, ModelSettings, TextSettings, from_env
 from genserve.common.devices import configure_torch, pick_device
 from genserve.common.errors import GenserveError, InvalidArgument
 from genserve.common.images import ImageLimits, image_message
@@ -296,7 +296,7 @@ class GenserveHandler:
             raise HandlerError(f"{weights}: sha256 differs from the manifest entry of {entry.name!r}")
         gpu = context.system_properties.get("gpu_id")
         device = pick_device(f"cuda:{gpu}" if gpu is not None and torch.cuda.is_available() else "cpu")
-        configure_torch(0)
+        configure_torch(from_env(ModelSettings).torch_threads)  # GENSERVE_TORCH_THREADS, as the services
         self.family, self.entry = entry.family, entry
         if entry.family == "text":
             self.model = TextModel(entry, weights, device)
