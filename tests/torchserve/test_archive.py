@@ -13,12 +13,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import json_format
 from PIL import Image
 
 from genserve.v1 import latent_pb2, latent_pb2_grpc, text_pb2, text_pb2_grpc
-from tests.conftest import MODEL_STORE
+from tests.conftest import MODEL_STORE, start_role
 from tests.torchserve.conftest import LATENT, TEXT
 
 pytest.importorskip("model_archiver", reason="torch-model-archiver is not installed (make torchserve)")
@@ -190,3 +191,43 @@ def test_latent_models_refuse_to_stream(archives: dict[str, Path], tmp_path: Pat
     (reply,) = handle([{"body": {"n": 1, "stream": True}}], context)
     assert context.statuses[0][0] == 400
     assert "only text models stream" in json.loads(reply)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "family"), [("shakespeare-transformer", "text"), ("mnist-dcgan", "latent"), ("fashion-vae-16d", "latent")]
+)
+def test_every_kind_of_exportable_model_answers_as_its_service(name: str, family: str, tmp_path: Path) -> None:
+    """The Transformer and the GAN generator (beside the LSTM and VAE above) under the handler."""
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    out = tmp_path / "mar"
+    args = ["export", "torchserve", "--model", name, "--out", str(out), "--store", str(MODEL_STORE)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    handle = entry_point(out / f"{name}.mar", tmp_path / "unpacked")
+    context = FakeContext(tmp_path / "unpacked", batch_size=2)
+    handle(None, context)
+    service = start_role(family, tmp_path / "service", {f"GENSERVE_{family.upper()}_MODELS": name})
+    try:
+        with grpc.insecure_channel(service.address) as channel:
+            if family == "text":
+                bodies = [
+                    {"prompt": "ROMEO:", "max_tokens": 40, "seed": 3},
+                    {"prompt": "KING", "max_tokens": 25, "seed": 4},
+                ]
+                generate = text_pb2_grpc.TextServiceStub(channel).Generate
+                expected = [generate(json_format.ParseDict(b, text_pb2.GenerateRequest()), timeout=60) for b in bodies]
+            else:
+                bodies = [{"n": 2, "seed": 8}, {"latents": [{"values": [0.2] * (16 if "vae" in name else 64)}]}]
+                stub = latent_pb2_grpc.LatentServiceStub(channel)
+                expected = [
+                    stub.Sample(json_format.ParseDict(bodies[0], latent_pb2.SampleRequest()), timeout=60),
+                    stub.Decode(json_format.ParseDict(bodies[1], latent_pb2.DecodeRequest()), timeout=60),
+                ]
+    finally:
+        service.stop()
+    replies = [json.loads(reply) for reply in handle([{"body": b} for b in bodies], context)]
+    assert context.statuses == {}
+    assert replies == [json_format.MessageToDict(message) for message in expected]
