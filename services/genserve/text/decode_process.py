@@ -83,6 +83,10 @@ class Outbox:
         with self.lock:
             self.pending.append((generation_id, outcome))
 
+    def send_now(self) -> None:
+        """Send the outcomes delivered so far in this tick (before its forward pass)."""
+        self.flush(idle=False)
+
     def flush(self, idle: bool) -> None:
         with self.lock:
             outcomes, self.pending = self.pending, []
@@ -167,6 +171,8 @@ def decode_process_main(requests: Connection, updates: Connection, config: Decod
         return
     updates.send(ready)
     outbox = Outbox(updates, list(engines.values()))
+    for engine in engines.values():
+        engine.on_dispatched = outbox.send_now
     table = GenerationTable(outbox)
     threading.Thread(target=_read_requests, args=(requests, engines, table, loop), daemon=True).start()
     loop.run(list(engines.values()), after_tick=outbox.flush)

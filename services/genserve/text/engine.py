@@ -162,6 +162,11 @@ class DecodeEngine:
         self._wake = wake  # shared with the decoding loop, notified on every submit
         self._unflushed: dict[int, Generation] = {}  # generations holding updates not handed over yet
         self._awaiting_first: dict[int, Generation] = {}  # admitted generations without a sampled token
+        # Called on the decoding thread right after updates were handed over, before the step's
+        # forward pass: the decode process sends them then, so a finished request's reply (and a
+        # stream's piece) does not wait for that pass, and a closed-loop client's next request
+        # arrives a step sooner.
+        self.on_dispatched: Callable[[], None] | None = None
         self._reset_batch()
 
     # --- caller side -----------------------------------------------------------------------
@@ -367,6 +372,8 @@ class DecodeEngine:
             del self._unflushed[key]
         if deliveries:
             self._dispatch(deliveries)
+            if self.on_dispatched is not None:
+                self.on_dispatched()
 
     def _first_tokens(self, sampling: list[int]) -> None:
         if not self._awaiting_first:
