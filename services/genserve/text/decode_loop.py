@@ -54,12 +54,14 @@ class DecodeLoop:
 
     def _run(self, engines: list[DecodeEngine], after_tick: Callable[[bool], None]) -> None:
         while True:
-            with self.wake:
-                while self._running and not self._poked and not any(engine.has_work() for engine in engines):
-                    self.wake.wait()
-                if not self._running:
-                    break
-                self._poked = False
+            busy = any(engine.has_work() for engine in engines)
+            if not busy or self._poked or not self._running:  # busy steps skip the lock (stop() is seen next round)
+                with self.wake:
+                    while self._running and not self._poked and not any(engine.has_work() for engine in engines):
+                        self.wake.wait()
+                    if not self._running:
+                        break
+                    self._poked = False
             for engine in engines:
                 if engine.has_work():
                     engine.tick()

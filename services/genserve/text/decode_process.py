@@ -88,11 +88,14 @@ class Outbox:
         self.flush(idle=False)
 
     def flush(self, idle: bool) -> None:
+        now = time.monotonic()
+        if not self.pending and not idle and now - self.stats_sent < STATS_INTERVAL_SECONDS:
+            # Most steps deliver nothing: they skip the lock (an outcome added meanwhile goes next step).
+            return  # statistics ride along with outcomes, go alone a few times a second, and before idling
         with self.lock:
             outcomes, self.pending = self.pending, []
-        now = time.monotonic()
         if not outcomes and not idle and now - self.stats_sent < STATS_INTERVAL_SECONDS:
-            return  # statistics ride along with outcomes, go alone a few times a second, and before idling
+            return
         self.stats_sent = now
         stats = [drained for engine in self.engines if (drained := engine.drain_stats()) is not None]
         if outcomes or stats:
