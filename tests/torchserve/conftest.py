@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from genserve.v1 import latent_pb2_grpc, text_pb2_grpc
 from tests.conftest import MODEL_STORE, start_role
 
 TEXT, LATENT = "shakespeare-lstm", "mnist-vae-16d"
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -30,21 +32,21 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: out / f"{name}.mar" for name in (TEXT, LATENT)}
 
 
-@pytest.fixture(scope="module")
-def text_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[text_pb2_grpc.TextServiceStub]:
-    process = start_role("text", tmp_path_factory.mktemp("text"), {"GENSERVE_TEXT_MODELS": TEXT})
+def served(role: str, model: str, stub: type[T], tmp_path_factory: pytest.TempPathFactory) -> Iterator[T]:
+    """A real genserve `role` service holding `model` alone, as a stub of `stub`; stopped afterwards."""
+    process = start_role(role, tmp_path_factory.mktemp(role), {f"GENSERVE_{role.upper()}_MODELS": model})
     try:
         with grpc.insecure_channel(process.address) as channel:
-            yield text_pb2_grpc.TextServiceStub(channel)
+            yield stub(channel)  # type: ignore[call-arg]  # generated stubs take the channel
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def text_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[text_pb2_grpc.TextServiceStub]:
+    yield from served("text", TEXT, text_pb2_grpc.TextServiceStub, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def latent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[latent_pb2_grpc.LatentServiceStub]:
-    process = start_role("latent", tmp_path_factory.mktemp("latent"), {"GENSERVE_LATENT_MODELS": LATENT})
-    try:
-        with grpc.insecure_channel(process.address) as channel:
-            yield latent_pb2_grpc.LatentServiceStub(channel)
-    finally:
-        process.stop()
+    yield from served("latent", LATENT, latent_pb2_grpc.LatentServiceStub, tmp_path_factory)

@@ -258,10 +258,22 @@ def _unary(method: Callable[..., Any], request: type[Message], response: type[Me
     )
 
 
+async def _predict(
+    backend: TorchServeBackend,
+    requested_model: str,
+    request: Message,
+    response: Message,
+    context: grpc.aio.ServicerContext,
+    **extra: Any,
+) -> Message:
+    """One unary call: the request's model routed, its JSON (plus `extra` keys) predicted, the reply parsed."""
+    model = backend.model_for(requested_model)
+    return _parse(await backend.predict(model, {**extra, **_body(request)}, context), response)
+
+
 def text_handler(backend: TorchServeBackend) -> grpc.GenericRpcHandler:
     async def generate(request: text_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Message:
-        model = backend.model_for(request.model)
-        return _parse(await backend.predict(model, _body(request), context), text_pb2.GenerateResponse())
+        return await _predict(backend, request.model, request, text_pb2.GenerateResponse(), context)
 
     async def generate_stream(request: text_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> None:
         model = backend.model_for(request.model)
@@ -285,14 +297,11 @@ def text_handler(backend: TorchServeBackend) -> grpc.GenericRpcHandler:
 
 def latent_handler(backend: TorchServeBackend) -> grpc.GenericRpcHandler:
     async def sample(request: latent_pb2.SampleRequest, context: grpc.aio.ServicerContext) -> Message:
-        model = backend.model_for(request.model)
-        return _parse(await backend.predict(model, _body(request), context), latent_pb2.ImagesResponse())
+        return await _predict(backend, request.model, request, latent_pb2.ImagesResponse(), context)
 
     async def decode(request: latent_pb2.DecodeRequest, context: grpc.aio.ServicerContext) -> Message:
-        model = backend.model_for(request.model)
-        body = _body(request)
-        body.setdefault("latents", [])  # the handler tells Decode from Sample by this key
-        return _parse(await backend.predict(model, body, context), latent_pb2.ImagesResponse())
+        # The handler tells Decode from Sample by the key `latents`, which proto3 JSON leaves out when empty.
+        return await _predict(backend, request.model, request, latent_pb2.ImagesResponse(), context, latents=[])
 
     service = latent_pb2.DESCRIPTOR.services_by_name["LatentService"]
     handlers = {

@@ -41,7 +41,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf import empty_pb2
 
-from genserve.common.processes import free_ports, spawn, tail
+from genserve.common.processes import free_ports, spawn, stop_process, tail
 from genserve.tsapi import inference_pb2_grpc, management_pb2, management_pb2_grpc
 
 if TYPE_CHECKING:
@@ -381,13 +380,7 @@ class TorchServe:
 
             # Process objects, not pids: psutil will not signal a pid that a new process has taken.
             tree = self._descendants()
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process, timeout)
             # Workers the frontend did not end, and any it started since the snapshot: they are in
             # its process group (spawn() made the frontend a session leader; workers don't leave it).
             left = [*tree, *_group_members(process.pid)]
