@@ -67,6 +67,39 @@ async def merged(streams: Sequence[AsyncIterator[T]]) -> AsyncGenerator[tuple[in
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def started(streams: Sequence[AsyncIterator[T]]) -> list[AsyncIterator[T]]:
+    """Wait until every stream has its first item (or has ended), all at once, and return streams
+    that yield those items first. The first failure closes every stream and is raised: a request
+    of several streams (prompts) is refused as a whole before anything is sent, whichever of its
+    streams fails and however soon the others' first items come."""
+    end = object()
+
+    async def first(stream: AsyncIterator[T]) -> Any:
+        return await anext(stream, end)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(first(stream)) for stream in streams]
+    except BaseExceptionGroup as failures:
+        await asyncio.gather(*(_close(stream) for stream in streams), return_exceptions=True)
+        raise failures.exceptions[0] from None
+    except BaseException:
+        await asyncio.gather(*(_close(stream) for stream in streams), return_exceptions=True)
+        raise
+    return [_resumed(task.result(), stream, end) for task, stream in zip(tasks, streams, strict=True)]
+
+
+async def _resumed(item: Any, stream: AsyncIterator[T], end: object) -> AsyncGenerator[T, None]:
+    try:
+        if item is end:
+            return
+        yield cast(T, item)
+        async for rest in stream:
+            yield rest
+    finally:
+        await _close(stream)
+
+
 async def _close(stream: AsyncIterator[Any]) -> None:
     """Close a generator that may be paused at a `yield` (its `finally` cancels its gRPC call)."""
     close = getattr(stream, "aclose", None)

@@ -2,7 +2,7 @@
 (a 404 that says why).
 
 Each prompt is one gRPC call (Generate, or GenerateStream when `stream` is set), all made at
-once. A stream's first piece is awaited before the answer starts, so a refused request gets its
+once. Every stream's first piece is awaited before the answer starts, so a refused request gets its
 real status (400, 401, 404, 429 ...) and not a 200 followed by an error event; a failure after
 that is sent as an event `data: {"error": {...}}` and the stream ends without [DONE].
 """
@@ -10,7 +10,7 @@ that is sent as an event `data: {"error": {...}}` and the stream ends without [D
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -30,7 +30,7 @@ from genserve.http.completion_schema import (
 )
 from genserve.http.disconnect import EventStreamResponse, unless_disconnected
 from genserve.http.errors import ApiError, CallFailed, ErrorContext, FieldNames, from_client_error, named_stream, naming
-from genserve.http.sse import DONE, event, merged
+from genserve.http.sse import DONE, event, merged, started
 
 router = APIRouter(tags=["text"])
 
@@ -104,10 +104,13 @@ async def _generate_all(
 async def _stream(
     body: CompletionRequest, request: Request, call: GatewayCall, prompts: list[str], options: GenerateOptions
 ) -> Response:
-    streams = [
+    streams: list[AsyncIterator[TextPiece]] = [
         named_stream(call.client.generate_stream(prompt, timeout=call.timeout, **options), _names(body, position))
         for position, prompt in enumerate(prompts)
     ]
+    if len(streams) > 1:
+        # Every prompt's first piece (or refusal) before the answer starts, not only the quickest one's.
+        streams = await unless_disconnected(request, started(streams))
     pieces = merged(streams)
     try:
         first = await unless_disconnected(request, anext(pieces))
