@@ -16,7 +16,7 @@ import pytest
 
 from genserve.torchserve.launcher import TorchServe, TorchServeError, java_missing_reason
 from genserve.tsapi import inference_pb2, inference_pb2_grpc
-from tests.conftest import MODEL_STORE
+from tests.conftest import MODEL_STORE, wait_for
 
 MODEL = "shakespeare-lstm"
 REQUEST = {"prompt": "ROMEO:\n", "max_tokens": 24, "seed": 7}
@@ -101,7 +101,9 @@ def test_torchserve_serves_an_archive_behind_tokens_and_leaves_no_process(model_
             server.register("missing.mar", timeout=30)
 
         server.unregister(MODEL)
-        assert not still_running(workers) and server.pids() == [frontend]
+        assert not still_running(workers)
+        # The frontend may still run a short-lived child of its own for a moment (seen once in CI).
+        assert wait_for(lambda: server.pids() == [frontend], 15), server.pids()
     assert seen and not still_running(seen)
     server.stop()  # idempotent
     assert server.pids() == []
