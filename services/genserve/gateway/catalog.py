@@ -25,8 +25,7 @@ class GatewayCatalogServicer(models_pb2_grpc.ModelServiceServicer):
     ) -> list[models_pb2.ModelInfo] | None:
         try:
             return await backend.list_models(request.family, deadline_seconds)
-        except grpc.aio.AioRpcError as error:
-            assert isinstance(backend, Backend)  # a TorchServe backend raises GenserveError itself
+        except grpc.aio.AioRpcError as error:  # a genserve service's; a TorchServe backend translates its own
             log.warning("ListModels on %s failed: %s", backend.name, self.policy.error(backend, error).message)
         except GenserveError as error:
             log.warning("ListModels on %s failed: %s", backend.name, error.message)

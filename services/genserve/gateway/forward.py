@@ -14,7 +14,7 @@ behind a headless Service), spread by gRPC's round_robin policy with health chec
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -51,6 +51,13 @@ class Backend:
         return list(response.models)
 
 
+class Endpoint(Protocol):
+    """What a status message names of a backend, a genserve service or a TorchServe endpoint."""
+
+    name: str
+    address: str
+
+
 class CallPolicy:
     """Deadline and metadata of calls from the gateway to a backend."""
 
@@ -64,7 +71,7 @@ class CallPolicy:
             return self.settings.default_deadline_seconds
         return max(0.0, min(remaining, self.settings.max_deadline_seconds))
 
-    def error(self, backend: Backend, error: grpc.aio.AioRpcError) -> RemoteError:
+    def error(self, backend: Endpoint, error: grpc.aio.AioRpcError) -> RemoteError:
         code = error.code()
         details = error.details() or ""
         if code == grpc.StatusCode.UNAVAILABLE:

@@ -49,7 +49,7 @@ class GatewayRole:
         self.queue: JobQueue | None = None
         self.sampler: asyncio.Task[None] | None = None
         self.policy = CallPolicy(gateway, metrics)
-        # (public service, backend name, backend address, genserve or torchserve)
+        # (public service, backend name, backend address)
         self.routes = [
             (text_pb2.DESCRIPTOR.services_by_name["TextService"], "text", gateway.text_addr),
             (vision_pb2.DESCRIPTOR.services_by_name["VisionService"], "vision", gateway.vision_addr),

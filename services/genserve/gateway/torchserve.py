@@ -169,7 +169,7 @@ class TorchServeBackend:
     def error(self, model: str, error: grpc.aio.AioRpcError) -> GenserveError:
         code = error.code()
         if code == grpc.StatusCode.UNAVAILABLE:
-            return self.policy.error(self, error)  # type: ignore[arg-type]  # uses name and address only
+            return self.policy.error(self, error)
         if code == grpc.StatusCode.PERMISSION_DENIED:
             self.policy.metrics.backend_errors.labels(self.name, code.name).inc()
             log.error("TorchServe at %s refused the gateway's token: %s", self.address, error.details())

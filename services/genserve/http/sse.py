@@ -80,11 +80,10 @@ async def started(streams: Sequence[AsyncIterator[T]]) -> list[AsyncIterator[T]]
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(first(stream)) for stream in streams]
-    except BaseExceptionGroup as failures:
+    except BaseException as failure:  # a stream's failure (in the group), or this task cancelled
         await asyncio.gather(*(_close(stream) for stream in streams), return_exceptions=True)
-        raise failures.exceptions[0] from None
-    except BaseException:
-        await asyncio.gather(*(_close(stream) for stream in streams), return_exceptions=True)
+        if isinstance(failure, BaseExceptionGroup):
+            raise failure.exceptions[0] from None
         raise
     return [_resumed(task.result(), stream, end) for task, stream in zip(tasks, streams, strict=True)]
 

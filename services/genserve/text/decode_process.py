@@ -94,8 +94,6 @@ class Outbox:
             return  # statistics ride along with outcomes, go alone a few times a second, and before idling
         with self.lock:
             outcomes, self.pending = self.pending, []
-        if not outcomes and not idle and now - self.stats_sent < STATS_INTERVAL_SECONDS:
-            return
         self.stats_sent = now
         stats = [drained for engine in self.engines if (drained := engine.drain_stats()) is not None]
         if outcomes or stats:
