@@ -110,6 +110,19 @@ def test_a_request_gives_the_same_text_alone_or_in_a_busy_batch(engine: DecodeEn
     assert joined == alone
 
 
+def test_rows_with_other_controls_join_and_leave_without_changing_anyones_text(engine: DecodeEngine) -> None:
+    """The batch keeps one shared set of controls while every row has the same and one per row
+    otherwise: a greedy request joining sampled rows (and leaving before them) changes nobody's draws."""
+    sampled_alone = finished(submit(engine, seeds=(7,), max_tokens=3000)[1]).text()
+    greedy_alone = finished(submit(engine, seeds=(3,), temperature=0.0, max_tokens=20)[1]).text()
+    _, sampled = submit(engine, seeds=(7,), max_tokens=3000)
+    assert wait_for(lambda: engine.active_rows == 1, timeout=5)
+    greedy = finished(submit(engine, seeds=(3,), temperature=0.0, max_tokens=20)[1]).text()
+    assert not sampled.done.is_set(), "the sampled request was still in the batch"
+    assert finished(sampled).text() == sampled_alone
+    assert greedy == greedy_alone
+
+
 def test_cancel_frees_the_batch_slot_at_the_next_step(engine: DecodeEngine) -> None:
     generation, collector = submit(engine, max_tokens=100_000)
     assert wait_for(lambda: engine.active_rows == 1, timeout=5)

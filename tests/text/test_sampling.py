@@ -134,3 +134,22 @@ def test_each_row_draws_from_its_own_controls_and_uniform() -> None:
     for i in range(6):
         alone = choose_tokens(logits[i : i + 1], controls(configs[i]), uniforms[i : i + 1], seen[:1], counts[:1])
         assert int(alone[0]) == int(together[i])
+
+
+def test_one_shared_set_of_controls_draws_as_one_set_per_row() -> None:
+    """A batch whose rows share their controls keeps one (1,)-shaped set; it must draw exactly
+    what one copy per row draws, every control and penalty in play."""
+    gen = torch.Generator().manual_seed(9)
+    rows = 7
+    logits = torch.randn(rows, V, generator=gen)
+    uniforms = torch.rand(rows, generator=gen, dtype=torch.float64)
+    seen = torch.rand(rows, V, generator=gen) < 0.3
+    counts = torch.randint(0, 3, (rows, V), generator=gen).float()
+    config = SamplingConfig(
+        temperature=0.8, top_k=6, top_p=0.9, min_p=0.05, repetition_penalty=1.3, presence_penalty=0.2,
+        frequency_penalty=0.1,
+    )  # fmt: skip
+    shared = choose_tokens(logits, controls(config), uniforms, seen, counts)
+    per_row = choose_tokens(logits, controls(*[config] * rows), uniforms, seen, counts)
+    assert shared.tolist() == per_row.tolist()
+    assert len(set(shared.tolist())) > 1  # the rows did draw differently

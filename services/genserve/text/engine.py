@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,7 @@ from genserve.text.decoding import (
 )
 from genserve.text.engine_stats import StatsBuffer
 from genserve.text.models import LanguageModel
-from genserve.text.protocol import CompletionSpec, CompletionUpdate, Finish, GenerationSpec, TokenOut
+from genserve.text.protocol import CompletionSpec, CompletionUpdate, Finish, GenerationSpec, SamplingConfig, TokenOut
 from genserve.text.sampling import BatchControls, choose_tokens
 from genserve.text.stops import find_stop, held_back
 from genserve.text.vocab import CharVocab
@@ -228,6 +228,10 @@ class DecodeEngine:
         self._logits = torch.zeros(0, vocab, device=self.device)
         self._seen = torch.zeros(0, vocab, dtype=torch.bool, device=self.device)
         self._counts = torch.zeros(0, vocab, device=self.device)
+        # The rows' sampling controls, counted: while every row has the same (the common case), one
+        # shared set serves the batch and rows join and leave without a rebuild.
+        self._sampling_mix: Counter[SamplingConfig] = Counter()
+        self._shared_sampling: SamplingConfig | None = None
         self._controls = BatchControls.of([], vocab, self.device)
 
     @staticmethod
@@ -278,6 +282,7 @@ class DecodeEngine:
             new_seen.append(seen.expand(copies, -1))
             generation.rows = [_Row(generation, spec, forced) for spec in generation.spec.completions]
             self._rows.extend(generation.rows)
+            self._sampling_mix.update(spec.sampling for spec in generation.spec.completions)
             self._awaiting_first[id(generation)] = generation
         self._logits = torch.cat([self._logits, *new_logits])
         self._seen = torch.cat([self._seen, *new_seen])
@@ -290,10 +295,18 @@ class DecodeEngine:
         if self.stream_messages_per_second > 0:
             streams = len({id(row.generation) for row in self._rows if row.generation.spec.incremental})
             self._stream_floor = streams / self.stream_messages_per_second
-        self._controls = BatchControls.of([r.completion.sampling for r in self._rows], self.vocab.size, self.device)
+        if len(self._sampling_mix) == 1:
+            (shared,) = self._sampling_mix
+            if shared != self._shared_sampling:
+                self._controls = BatchControls.of([shared], self.vocab.size, self.device)
+                self._shared_sampling = shared
+        else:
+            self._shared_sampling = None
+            self._controls = BatchControls.of([r.completion.sampling for r in self._rows], self.vocab.size, self.device)
         self.stats.active = len(self._rows)
 
     def _compact(self, leaving: Sequence[int], tokens: torch.Tensor) -> torch.Tensor:
+        self._sampling_mix -= Counter(self._rows[i].completion.sampling for i in leaving)
         order = compaction_order(len(self._rows), leaving)
         index = torch.tensor(order, dtype=torch.long, device=self.device)
         self._decoder.keep(order)
@@ -308,6 +321,8 @@ class DecodeEngine:
         self._admit()
         cancelled = [i for i, row in enumerate(self._rows) if row.generation.cancelled]
         if cancelled:
+            for i in cancelled:
+                self._awaiting_first.pop(id(self._rows[i].generation), None)
             self._compact(cancelled, torch.zeros(len(self._rows), dtype=torch.long, device=self.device))
         if not self._rows:
             self._flush(set())
@@ -315,19 +330,21 @@ class DecodeEngine:
         started = time.perf_counter()
         rows = self._rows
         size = len(rows)
-        # Rows still reading their prompt do not sample (and draw no random number).
-        sampling = [i for i, row in enumerate(rows) if not row.forced]
+        # Rows still reading their prompt do not sample (and draw no random number); there are
+        # few of them at a time, so they are handled row by row.
+        reading = [i for i, row in enumerate(rows) if row.forced]
         uniforms = torch.from_numpy(
             np.fromiter((0.0 if row.forced else row.rng.random() for row in rows), np.float64, size)
         )
         tokens = choose_tokens(self._logits, self._controls, uniforms, self._seen, self._counts)
-        if len(sampling) < size:
+        if reading:
+            sampling = [i for i, row in enumerate(rows) if not row.forced]
             sampling_index = torch.tensor(sampling, dtype=torch.long, device=self.device)
-            prompt_rows = [i for i, row in enumerate(rows) if row.forced]
-            prompt_tokens = [rows[i].forced.popleft() for i in prompt_rows]
             inputs = tokens.clone()
-            inputs[torch.tensor(prompt_rows, device=self.device)] = torch.tensor(prompt_tokens, device=self.device)
+            for i in reading:
+                inputs[i] = rows[i].forced.popleft()
         else:
+            sampling = list(range(size))
             sampling_index = torch.arange(size, device=self.device)
             inputs = tokens
         sampled = tokens.index_select(0, sampling_index)
@@ -348,7 +365,7 @@ class DecodeEngine:
                 unflushed[id(generation)] = generation
             elif generation.spec.incremental:
                 unflushed[id(generation)] = generation
-        self._first_tokens(sampling)
+        self._first_tokens()
         self._flush(finishing)
         self.stats.tokens += len(sampling)
         if finished:
@@ -379,13 +396,14 @@ class DecodeEngine:
             if self.on_dispatched is not None:
                 self.on_dispatched()
 
-    def _first_tokens(self, sampling: list[int]) -> None:
+    def _first_tokens(self) -> None:
         if not self._awaiting_first:
             return
         now = time.perf_counter()
-        for i in sampling:
-            generation = self._rows[i].generation
-            if self._awaiting_first.pop(id(generation), None) is not None:
+        # A generation's rows read the same prompt, so they sample their first tokens at the same step.
+        for key, generation in list(self._awaiting_first.items()):
+            if generation.rows[0].generated:
+                del self._awaiting_first[key]
                 self.stats.first_tokens.append(now - generation.submitted_at)
 
     def _token_details(self, sampling: list[int], tokens: torch.Tensor, ids: list[int]) -> list[TokenOut | None]:

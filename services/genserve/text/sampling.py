@@ -20,7 +20,10 @@ from genserve.text.protocol import SamplingConfig
 
 @dataclass(frozen=True)
 class BatchControls:
-    """Per-row controls as (B,) tensors, plus flags that let common cases skip work."""
+    """Per-row controls as (B,) tensors, plus flags that let common cases skip work.
+
+    Built from one config, the tensors have shape (1,) and broadcast over a batch of any size: a
+    batch whose rows all share their controls keeps one such set while rows join and leave."""
 
     temperature: torch.Tensor
     top_k: torch.Tensor
@@ -38,6 +41,8 @@ class BatchControls:
 
     @classmethod
     def of(cls, configs: Sequence[SamplingConfig], vocab_size: int, device: torch.device) -> BatchControls:
+        """One config per row, or a single config that every row shares."""
+
         def column(values: Sequence[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype, device=device)
 
