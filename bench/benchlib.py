@@ -9,16 +9,31 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from genserve.testing import ServerProcess
 from genserve.v1 import common_pb2, jobs_pb2, vision_pb2
 from genserve.vision.samples import sample_image
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STORE = ROOT / "model_store"
+LOG_DIR = ROOT / "var" / "bench"  # the servers' logs
+# No shutdown notice: nothing routes to a benchmark's servers but the benchmark, so they stop at once.
+QUIET = {"GENSERVE_LOG_LEVEL": "WARNING", "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0"}
 # The one caller of the job benchmarks' stacks (genserve.testing.JobStack): its key is in `stack.metadata`.
 API_KEYS = {"bench": "bench-key"}
 KIND = jobs_pb2.JobEventKind
 STATE = jobs_pb2.JobState
 RPC_TIMEOUT = 30.0  # seconds for each call the job benchmarks make
+
+
+def serve(role: str, env: dict[str, str], timeout: float = 120) -> ServerProcess:
+    """`genserve serve ROLE` on free loopback ports, quiet, its log in LOG_DIR; SERVING on return."""
+    return ServerProcess(role, LOG_DIR, {**QUIET, **env}, timeout=timeout)
+
+
+def text_service(model: str, env: dict[str, str] | None = None, timeout: float = 120) -> ServerProcess:
+    """A text service that serves `model` alone from the committed store."""
+    store = {"GENSERVE_MODEL_STORE": str(MODEL_STORE), "GENSERVE_TEXT_MODELS": model}
+    return serve("text", {**store, **(env or {})}, timeout)
 
 
 def rounded(value: object) -> object:

@@ -42,10 +42,9 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import grpc  # noqa: E402
-from benchlib import MODEL_STORE, ROOT, median, percentile, rounded  # noqa: E402
+from benchlib import MODEL_STORE, median, percentile, rounded, serve, text_service  # noqa: E402
 
 from genserve.common.model_store import ModelStore  # noqa: E402
-from genserve.testing import ServerProcess  # noqa: E402
 from genserve.v1 import text_pb2, text_pb2_grpc  # noqa: E402
 
 PROMPT = "ROMEO:\n"
@@ -217,17 +216,12 @@ def main() -> None:
     tokens = QUICK_TOKENS if args.quick else TOKENS
     print(f"model {model}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}", flush=True)
 
-    log_dir = ROOT / "var" / "bench"
-    # No shutdown notice: nothing routes to these servers but this script, so they stop at once.
-    quiet = {"GENSERVE_LOG_LEVEL": "WARNING", "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0"}
-    text = ServerProcess(
-        "text", log_dir, {"GENSERVE_MODEL_STORE": str(MODEL_STORE), "GENSERVE_TEXT_MODELS": model, **quiet}
-    )
+    text = text_service(model)
     gateway = http = None
     figures: dict[str, object] = {"model": model, "tokens_per_request": tokens, "rounds": rounds}
     try:
-        gateway = ServerProcess("gateway", log_dir, {"GENSERVE_TEXT_ADDR": text.address, **quiet})
-        http = ServerProcess("http", log_dir, {"GENSERVE_HTTP_GATEWAY_ADDR": gateway.address, **quiet})
+        gateway = serve("gateway", {"GENSERVE_TEXT_ADDR": text.address})
+        http = serve("http", {"GENSERVE_HTTP_GATEWAY_ADDR": gateway.address})
         sides: dict[str, Callable[[int], HttpSide | GrpcSide]] = {
             "http": lambda c: HttpSide(http.url, model, c),  # type: ignore[union-attr]
             "grpc": lambda c: GrpcSide(gateway.address, model),  # type: ignore[union-attr]

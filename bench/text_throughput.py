@@ -26,24 +26,19 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 import torch
-from benchlib import median, rounded
+from benchlib import MODEL_STORE, median, rounded, serve, text_service
 
 from genserve.common.devices import configure_torch
 from genserve.common.model_store import ModelStore
-from genserve.testing import ServerProcess
 from genserve.text.checkpoint import load_checkpoint
 from genserve.text.decoding import batch_decoder
 from genserve.text.protocol import SamplingConfig
 from genserve.text.sampling import BatchControls, choose_tokens
 from genserve.v1 import text_pb2, text_pb2_grpc
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_STORE = ROOT / "model_store"
 
 PROMPT = "ROMEO:\n"
 TOKENS, QUICK_TOKENS = 200, 16  # per request of the uniform load
@@ -189,13 +184,8 @@ def main() -> None:
     mixed_tokens = QUICK_MIXED_TOKENS if args.quick else MIXED_TOKENS
     print(f"model {model}; torch threads {torch.get_num_threads()}; {os.cpu_count()} cores", flush=True)
 
-    log_dir = ROOT / "var" / "bench"
-    # No shutdown notice: nothing routes to these servers but this script, so they stop at once.
-    quiet = {"GENSERVE_LOG_LEVEL": "WARNING", "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0"}
-    text = ServerProcess(
-        "text", log_dir, {"GENSERVE_MODEL_STORE": str(MODEL_STORE), "GENSERVE_TEXT_MODELS": model, **quiet}
-    )
-    gateway = ServerProcess("gateway", log_dir, {"GENSERVE_TEXT_ADDR": text.address, **quiet})
+    text = text_service(model)
+    gateway = serve("gateway", {"GENSERVE_TEXT_ADDR": text.address})
     figures: dict[str, object] = {"model": model, "tokens_per_request": tokens, "rounds": rounds}
     # The machines are shared and their speed drifts by tens of percent within minutes, so each
     # phase alternates its in-process reference with the served run, and ratios use the medians.

@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from benchlib import MODEL_STORE, ROOT, median, percentile, rounded
+from benchlib import LOG_DIR, MODEL_STORE, median, percentile, rounded, text_service
 from google.protobuf import json_format
 
 from genserve.common.model_store import ModelStore
@@ -327,14 +327,9 @@ def first_reply(call_factory: Callable[[grpc.aio.Channel], Call], address: str) 
     asyncio.run(attempt())
 
 
-def start_genserve(model: str, env: dict[str, str], log_dir: Path) -> tuple[ServerProcess, dict[str, float]]:
+def start_genserve(model: str, env: dict[str, str]) -> tuple[ServerProcess, dict[str, float]]:
     started = time.perf_counter()
-    text = ServerProcess(
-        "text",
-        log_dir,
-        {"GENSERVE_MODEL_STORE": str(MODEL_STORE), "GENSERVE_TEXT_MODELS": model, **env},
-        timeout=180,
-    )
+    text = text_service(model, env, timeout=180)
     serving = time.perf_counter()
     first_reply(Genserve, text.address)
     done = time.perf_counter()
@@ -415,17 +410,15 @@ def main() -> None:
     run_started = time.perf_counter()
     log(f"model {args.model}; {threads} torch threads each side; {os.cpu_count()} cores; quick={quick}")
 
-    log_dir = ROOT / "var" / "bench"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     # The archive and TorchServe's workdirs (config, logs, keys); removed after a run that ends well.
-    work = Path(tempfile.mkdtemp(prefix="vs-torchserve-", dir=log_dir))
+    work = Path(tempfile.mkdtemp(prefix="vs-torchserve-", dir=LOG_DIR))
     store = work / "model-store"
     from genserve.torchserve.archive import export_archive
 
     export_archive(ModelStore(MODEL_STORE), args.model, store)
     # Same threads both sides: the handler leaves torch's default, which follows OMP_NUM_THREADS.
     env = {"GENSERVE_TORCH_THREADS": threads, "OMP_NUM_THREADS": threads}
-    genserve_env = {**env, "GENSERVE_LOG_LEVEL": "WARNING", "GENSERVE_SHUTDOWN_NOTICE_SECONDS": "0"}
     figures: dict[str, Any] = {
         "model": args.model,
         "threads": args.threads,
@@ -449,7 +442,7 @@ def main() -> None:
         for round_ in range(cold_rounds):
             if text is not None:
                 text.stop()
-            text, parts = start_genserve(args.model, genserve_env, log_dir)
+            text, parts = start_genserve(args.model, env)
             cold["genserve"].append(parts)
             idle_rss["genserve"].append(tree_rss(genserve_pids(text)) / 2**20)
             log(f"cold start {round_ + 1}/{cold_rounds}: genserve {parts['cold_start_s']:.2f} s "
