@@ -41,7 +41,7 @@ The last line printed is one JSON object with every figure. Run: `make bench` or
 `.venv/bin/python bench/vs_torchserve.py [--model NAME] [--threads N] [--quick]`. Needs the
 `torchserve` extra and Java 17+; without them it says why and its JSON line is {"skipped": why}.
 
-The full run takes about a quarter of an hour on a quiet 2-core machine. `--quick` is a smoke
+The full run takes 15 to 30 minutes on a 2-core machine, by its speed. `--quick` is a smoke
 run of the same code in under a minute: one round of 16-token requests, one request per client,
 one confirmation pair, at most two 2 s probes, 2 s mixed runs with max_tokens drawn from 16..64,
 one cold start each. The JSON line has the same keys.
