@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -49,6 +50,15 @@ def rounded(value: object) -> object:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def median_interval(values: list[float], confidence: float = 0.95, resamples: int = 4000) -> tuple[float, float]:
+    """A bootstrap confidence interval of the median of `values` (percentile method, fixed seed):
+    how far a median of this many noisy runs could be from the true one."""
+    draw = random.Random(0)
+    medians = sorted(median(draw.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return medians[int(tail * (resamples - 1))], medians[int((1 - tail) * (resamples - 1))]
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:

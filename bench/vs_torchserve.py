@@ -21,7 +21,7 @@ same requests (prompt, max_tokens, seeds, arrival times). Measured, in one run:
     beside genserve in fresh pairs (`--confirm-pairs`, alternating which goes first), and the
     target is judged on those: picking the highest of seven noisy figures flatters the winner.
     Each pair gives a ratio (genserve's tokens/s over TorchServe's, two runs seconds apart);
-    the target is their median.
+    the target is their median, reported with a bootstrap 95 % interval of that median.
 (b) mixed load (as bench/text_throughput.py: max_tokens drawn from 16..512, open-loop Poisson
     arrivals; each request has a 30 s deadline). First the rate TorchServe's best setting at
     concurrency 32 can just sustain is found with probes as long as the runs (from (a)'s
@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from benchlib import LOG_DIR, MODEL_STORE, median, percentile, rounded, text_service
+from benchlib import LOG_DIR, MODEL_STORE, median, median_interval, percentile, rounded, text_service
 from google.protobuf import json_format
 
 from genserve.common.model_store import ModelStore
@@ -624,6 +624,7 @@ def uniform_phase(
             "torchserve": ts,
             "pair_ratios": ratios,
             "genserve_vs_torchserve": median(ratios),
+            "genserve_vs_torchserve_interval_95": list(median_interval(ratios)),
         }
     return phase
 
@@ -722,7 +723,9 @@ def summary(figures: dict[str, Any]) -> None:
             f"confirmed in {confirmed['pairs']} pairs: genserve {confirmed['genserve']['tokens_per_s']:.0f}, "
             f"TorchServe {confirmed['torchserve']['tokens_per_s']:.0f} tok/s; "
             f"median of the pairs' ratios {confirmed['genserve_vs_torchserve']:.2f} "
-            f"({min(confirmed['pair_ratios']):.2f}..{max(confirmed['pair_ratios']):.2f})")  # fmt: skip
+            f"(pairs {min(confirmed['pair_ratios']):.2f}..{max(confirmed['pair_ratios']):.2f}; 95 % interval of the "
+            f"median {confirmed['genserve_vs_torchserve_interval_95'][0]:.2f}.."
+            f"{confirmed['genserve_vs_torchserve_interval_95'][1]:.2f})")  # fmt: skip
     cold, rss = figures["cold_start"], figures["rss"]
     log(f"cold start: genserve {cold['genserve']['cold_start_s']:.2f} s, torchserve "
         f"{cold['torchserve']['cold_start_s']:.2f} s; RSS idle {rss['genserve_idle_mb']:.0f} vs "
